@@ -1,0 +1,53 @@
+# The two set-up commands of shoplens: `make demo` and `make test`.
+# Both create (or reuse) .venv and install the project from its own pyproject.toml.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.shoplens-installed
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test lint data clean-venv help
+
+help:
+	@echo "make demo   - install, obtain Fashion-MNIST, run the DVC pipeline (dvc repro)"
+	@echo "make test   - install .[dev] and run the test suite"
+	@echo "make lint   - ruff"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+# The embedded default catalog: Debian's dataset-fashion-mnist (real Zalando product photos).
+data:
+	@if [ -f $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST found in $(FASHION_MNIST_DIR)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist || \
+		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); \
+	elif command -v sudo >/dev/null && command -v apt-get >/dev/null; then \
+		sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is not installed and apt-get is unavailable."; \
+		echo "Download the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist"; \
+		echo "into a folder and run: $(BIN)/dvc exp run -S data.root=/that/folder"; \
+		exit 1; \
+	fi
+
+demo: $(STAMP) data
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shoplens summary
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks train.py
+	$(BIN)/ruff format --check src tests benchmarks train.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""One way in to the configuration, whichever path started the work.
+
+* ``python train.py ...`` and ``shoplens <stage> key=value ...`` compose ``conf/`` with Hydra.
+* Inside ``dvc repro`` the stages read ``params.yaml``, which DVC composed from the same
+  ``conf/`` (``dvc exp run``); ``--params params.yaml`` selects that path.
+
+Both end in :func:`validate`, which merges onto :class:`ShoplensConfig` so typos and wrong
+types are rejected with the offending key named.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from shoplens.config.schema import ShoplensConfig
+
+CONFIG_NAME = "config"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the offending key."""
+
+
+def repo_root() -> Path:
+    """The project root: $SHOPLENS_ROOT, else the nearest folder above cwd holding conf/."""
+    if env := os.environ.get("SHOPLENS_ROOT"):
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "conf" / f"{CONFIG_NAME}.yaml").is_file():
+            return candidate
+    # An editable install: src/shoplens/config/compose.py -> project root three levels up.
+    return Path(__file__).resolve().parents[3]
+
+
+def config_dir() -> Path:
+    path = repo_root() / "conf"
+    if not (path / f"{CONFIG_NAME}.yaml").is_file():
+        raise ConfigError(
+            f"no Hydra config tree found at {path}; run from the shoplens checkout "
+            "or set SHOPLENS_ROOT to it"
+        )
+    return path
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Merge ``cfg`` onto the typed schema; raise :class:`ConfigError` naming a bad key."""
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if "hydra" in cfg else cfg
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(ShoplensConfig), cfg)
+        OmegaConf.resolve(typed)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid configuration: {err}") from err
+    OmegaConf.set_struct(typed, True)
+    return typed
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``conf/`` with Hydra overrides (``group=option``, ``a.b=value``) and validate."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
+    return validate(cfg)
+
+
+def load_params(path: str | Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """Load a DVC-composed ``params.yaml``; ``key=value`` overrides apply on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    cfg = OmegaConf.load(path)
+    bad = [o for o in overrides if "=" not in o or o.split("=", 1)[0].startswith(("+", "~"))]
+    if bad:
+        raise ConfigError(f"with --params only key=value overrides apply, got {bad}")
+    for override in overrides:
+        key, value = override.split("=", 1)
+        if "." not in key and isinstance(cfg.get(key), DictConfig):
+            raise ConfigError(
+                f"'{override}' selects a config group; with --params edit params.yaml or run "
+                f"`dvc exp run -S {override}` so DVC recomposes it"
+            )
+        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, merge=True)
+    return validate(cfg)
+
+
+def load_config(overrides: Sequence[str] = (), params: str | Path | None = None) -> DictConfig:
+    return load_params(params, overrides) if params else compose_config(overrides)

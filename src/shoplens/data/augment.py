@@ -1,0 +1,200 @@
+"""Turn catalog shots into what a shopper's phone photo of the same product looks like.
+
+Each op models one gap between a catalog shot and a shopper photo: framing (crop, rotation,
+flip), a real scene behind the product (clutter), lighting (jitter, white-balance tint), focus
+(blur), chat-app compression (JPEG). Ops run on one small tensor at the output size, as CPU time
+per image bounds training speed (benchmarks/augment_throughput.py). Draws use torch's RNG (or a
+given generator), so Lightning's and per-worker seeding apply.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from PIL import Image
+from torchvision.transforms.v2 import functional as F
+
+from shoplens.config.schema import AugmentationConfig
+
+Stats = Sequence[float]  # per-channel mean or std
+BG_TOLERANCE = 0.12  # |pixel - backdrop| per channel (0..1) still counted as backdrop
+UNIFORM_SPREAD = 10 / 255  # border MAD above this: not a studio backdrop, leave it alone
+
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    """HWC uint8 array (a read-only memmap row is fine: we copy) -> CHW uint8 tensor."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HWC image with 3 channels, got shape {image.shape}")
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def _uniform(g: torch.Generator | None, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * float(torch.rand((), generator=g))
+
+
+def _backdrop(img: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Median border colour in [0, 1] and whether the border is a near-uniform backdrop."""
+    border = torch.cat([img[:, 0], img[:, -1], img[:, :, 0], img[:, :, -1]], dim=1).float() / 255
+    colour = border.median(dim=1).values
+    spread = (border - colour[:, None]).abs().median(dim=1).values.max()
+    return colour[:, None, None], bool(spread <= UNIFORM_SPREAD)
+
+
+def _backdrop_alpha(near: torch.Tensor) -> torch.Tensor:
+    """1 on backdrop pixels reachable straight from an edge (cumprods, not a flood fill: enclosed
+    white stays product), 0.5 on the 1-px ring around them (no old-backdrop halo), else 0."""
+    m = near.float()
+    bg = m.cumprod(1) + m.flip(1).cumprod(1).flip(1) + m.cumprod(0) + m.flip(0).cumprod(0).flip(0)
+    p = nnf.pad(bg.clamp_(max=1), (1, 1, 1, 1))  # 4-neighbour dilation: 1/4 of max_pool2d's cost
+    ring = torch.stack([p[1:-1, :-2], p[1:-1, 2:], p[:-2, 1:-1], p[2:, 1:-1]]).amax(0)
+    return (bg + ring) / 2
+
+
+def _clutter(size: int, g: torch.Generator | None) -> torch.Tensor:
+    """A random scene (torchvision has no such op): upsampled low-res noise gives walls and
+    tables, rectangles give hard edges (shelves), grain gives sensor noise; all cheap."""
+    k = int(torch.randint(2, 9, (), generator=g))
+    low = torch.rand(1, 3, k, k, generator=g)
+    low = torch.lerp(low.mean(1, keepdim=True), low, _uniform(g, 0.2, 0.8))  # rooms are greyish
+    tex = nnf.interpolate(low, (size, size), mode="bilinear")[0]
+    for _ in range(int(torch.randint(0, 4, (), generator=g))):
+        y0, y1 = sorted(torch.randint(0, size + 1, (2,), generator=g).tolist())
+        x0, x1 = sorted(torch.randint(0, size + 1, (2,), generator=g).tolist())
+        tex[:, y0:y1, x0:x1] = torch.rand(3, 1, 1, generator=g)
+    return tex.add_((torch.rand(1, size, size, generator=g) - 0.5) * 0.1).clamp_(0, 1)
+
+
+def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
+    """JPEG round trip via Pillow, not v2's ``jpeg``: its torchvision.io codecs are deprecated since
+    0.29 (removal announced) and absent before 0.20; same pixels here, ~0.1 ms slower at 96 px."""
+    buf = io.BytesIO()
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=quality)
+    return torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1)
+
+
+class ShopperPhoto:
+    """Catalog shot (HWC uint8) -> shopper photo (float CHW in [0, 1]), strengths from ``cfg``."""
+
+    def __init__(self, cfg: AugmentationConfig, image_size: int):
+        self.scale, self.quality = tuple(map(float, cfg.scale)), tuple(map(int, cfg.jpeg_quality))
+        self.rotation, self.hflip = float(cfg.rotation), bool(cfg.hflip)
+        self.jitter, self.tint = float(cfg.color_jitter), float(cfg.tint)
+        self.clutter_p, self.blur_p = float(cfg.background_clutter_p), float(cfg.blur_p)
+        self.jpeg_p, self.size = float(cfg.jpeg_p), int(image_size)
+
+    def __call__(self, image: np.ndarray, g: torch.Generator | None = None) -> torch.Tensor:
+        # One intra-op thread: on tensors this small OpenMP wake-ups cost more than they save (2
+        # threads: 7-17 ms/img vs 1.4). Covers num_workers=0 and main-process evaluation.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._apply(image, g)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _apply(self, image: np.ndarray, g: torch.Generator | None) -> torch.Tensor:
+        u8 = _to_chw(image)
+        c, uniform = _backdrop(u8)  # backdrop colour (3, 1, 1) in [0, 1]
+        _, h, w = u8.shape  # random resized crop = distance and framing
+        area = h * w * _uniform(g, *self.scale)
+        ratio = math.exp(_uniform(g, math.log(3 / 4), math.log(4 / 3)))
+        ratio = min(max(ratio, area / h**2), w**2 / area)  # fit the crop, keep its area
+        ch = min(h, max(1, round(math.sqrt(area / ratio))))
+        cw = min(w, max(1, round(math.sqrt(area * ratio))))
+        top, left = (int(torch.randint(0, n + 1, (), generator=g)) for n in (h - ch, w - cw))
+        u8 = F.resized_crop(u8, top, left, ch, cw, [self.size, self.size], antialias=True)
+        img = u8.float().div_(255)
+        if self.rotation > 0:
+            # Corners take the backdrop colour (clutter may replace it). Rotating the offset from
+            # it with zero padding keeps the seam smooth; v2's fill= leaves a dark dashed seam.
+            angle = _uniform(g, -self.rotation, self.rotation)
+            img = F.rotate(img - c, angle, interpolation=F.InterpolationMode.BILINEAR).add_(c)
+        if self.hflip and float(torch.rand((), generator=g)) < 0.5:
+            img = F.horizontal_flip(img)
+        if uniform and float(torch.rand((), generator=g)) < self.clutter_p:
+            near = (img - c).abs().amax(0) <= BG_TOLERANCE
+            img = torch.lerp(img, _clutter(self.size, g), _backdrop_alpha(near))
+        if self.jitter > 0:  # lighting; v2's ColorJitter kernels with our own draws
+            lo, hi = max(0.0, 1 - self.jitter), 1 + self.jitter
+            img = F.adjust_brightness(img, _uniform(g, lo, hi))
+            img = F.adjust_contrast(img, _uniform(g, lo, hi))
+            img = F.adjust_saturation(img, _uniform(g, lo, hi))
+        if self.tint > 0:
+            # A white-balance cast, not v2's hue rotation: phone cameras do this under warm/cool
+            # light, a red dress stays red, and it costs ~1/50 of adjust_hue (0.8 ms at 96 px).
+            gains = 1 + self.tint * (2 * torch.rand(3, generator=g) - 1)
+            img = (img * (gains / gains.mean())[:, None, None]).clamp_(0, 1)
+        if float(torch.rand((), generator=g)) < self.blur_p:  # focus/motion blur
+            sigma = _uniform(g, 0.3, 1.5) * self.size / 96
+            img = F.gaussian_blur(img, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma])
+        if float(torch.rand((), generator=g)) < self.jpeg_p:  # chat-app recompression
+            quality = int(torch.randint(self.quality[0], self.quality[1] + 1, (), generator=g))
+            img = _jpeg(img.mul(255).round_().to(torch.uint8), quality).float().div_(255)
+        return img
+
+
+class _Normalised:
+    """Picklable (for DataLoader workers) pairing of an image source with mean/std."""
+
+    def __init__(self, photo: ShopperPhoto | None, size: int, mean: Stats, std: Stats):
+        self.photo, self.size = photo, int(size)
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        if self.photo is not None:
+            return F.normalize(self.photo(image), self.mean, self.std)
+        img = _to_chw(image)
+        if img.shape[1:] != (self.size, self.size):
+            img = F.resize(img, [self.size, self.size], antialias=True)
+        return F.normalize(img.float().div_(255), self.mean, self.std)
+
+
+def build_train_transform(aug_cfg: AugmentationConfig, image_size: int, mean: Stats, std: Stats):
+    """Random shopper-photo transform for training; ``enabled=False`` is the eval transform."""
+    if not aug_cfg.enabled:
+        return build_eval_transform(image_size, mean, std)
+    return _Normalised(ShopperPhoto(aug_cfg, image_size), image_size, mean, std)
+
+
+def build_eval_transform(image_size: int, mean: Stats, std: Stats):
+    """Deterministic resize + normalise, for validation, the index and clean queries."""
+    return _Normalised(None, image_size, mean, std)
+
+
+class PhotoSimulation:
+    """Seeded shopper photos of query images for the evaluation's ``photo_queries`` set: every
+    effect applies, at moderate strength, so the metric does not depend on coin flips; a generator
+    seeded by (seed, index) gives each query the same photo in every run and worker."""
+
+    # fmt: off
+    STRENGTH = AugmentationConfig(  # milder than training's extremes, every effect always on
+        scale=(0.65, 0.9), rotation=10.0, hflip=False, color_jitter=0.2, tint=0.08,
+        background_clutter_p=1.0, blur_p=1.0, jpeg_p=1.0, jpeg_quality=(40, 75))
+    # fmt: on
+
+    def __init__(self, image_size: int, mean: Stats, std: Stats, seed: int = 0):
+        self.photo = ShopperPhoto(self.STRENGTH, image_size)
+        self.mean, self.std, self.seed = list(mean), list(std), int(seed)
+
+    def _generator(self, index: int) -> torch.Generator:
+        state = np.random.SeedSequence((self.seed, int(index))).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(state))
+
+    def simulate_uint8(self, image: np.ndarray, index: int) -> np.ndarray:
+        """The simulated photo as HWC uint8, for galleries and plots."""
+        img = self.photo(image, self._generator(index))
+        return img.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+
+    def __call__(self, image: np.ndarray, index: int) -> torch.Tensor:
+        return F.normalize(self.photo(image, self._generator(index)), self.mean, self.std)
+
+
+def denormalize(t: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
+    """Normalised (..., 3, H, W) float -> uint8 in [0, 255], for logging sample batches."""
+    m, s = (torch.as_tensor(v, dtype=t.dtype, device=t.device).view(-1, 1, 1) for v in (mean, std))
+    return (t * s + m).mul(255).round().clamp(0, 255).to(torch.uint8)

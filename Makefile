@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.shoplens-installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data clean-venv help
+.PHONY: demo test lint data params clean-venv help
 
 help:
 	@echo "make demo   - install, obtain Fashion-MNIST, run the DVC pipeline (dvc repro)"
@@ -51,3 +51,8 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Recompose params.yaml from conf/ (what `dvc exp run` does) after editing conf/ by hand.
+params: $(STAMP)
+	$(BIN)/python -c "import os; from dvc.utils.hydra import compose_and_dump; \
+	compose_and_dump('params.yaml', os.path.abspath('conf'), None, 'config', '.dvc/plugins', [])"

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, the baseline comparison, plots."""

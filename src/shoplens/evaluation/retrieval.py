@@ -1,0 +1,56 @@
+"""Retrieval metrics of query embeddings against a gallery, from well-kept libraries.
+
+Recall@K is the metric-learning sense (a hit if any of the top K shares the query's label),
+which torchmetrics calls the hit rate; MAP@R is pytorch-metric-learning's, as defined in
+"A Metric Learning Reality Check" (Musgrave et al., 2020).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from torchmetrics.retrieval import RetrievalHitRate
+
+
+def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    return F.normalize(queries.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
+
+
+def recall_at_k(
+    queries: torch.Tensor,
+    query_labels: torch.Tensor,
+    gallery: torch.Tensor,
+    gallery_labels: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    scores = cosine_scores(queries, gallery)
+    relevant = query_labels[:, None] == gallery_labels[None, :]
+    indexes = torch.arange(len(queries))[:, None].expand_as(scores)
+    out = {}
+    for k in ks:
+        metric = RetrievalHitRate(top_k=min(k, scores.shape[1]))
+        out[f"recall@{k}"] = float(metric(scores.flatten(), relevant.flatten(), indexes.flatten()))
+    return out
+
+
+def map_at_r(queries, query_labels, gallery, gallery_labels) -> float:
+    calculator = AccuracyCalculator(
+        include=("mean_average_precision_at_r",), k="max_bin_count", device=torch.device("cpu")
+    )
+    result = calculator.get_accuracy(
+        F.normalize(queries.float(), dim=1),
+        query_labels,
+        F.normalize(gallery.float(), dim=1),
+        gallery_labels,
+        ref_includes_query=False,
+    )
+    return float(result["mean_average_precision_at_r"])
+
+
+def split_query_gallery(embeddings, labels, is_query):
+    """Split one evaluated set into its query and gallery parts (the preprocess roles)."""
+    is_query = is_query.bool()
+    return embeddings[is_query], labels[is_query], embeddings[~is_query], labels[~is_query]

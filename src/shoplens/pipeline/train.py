@@ -1,0 +1,116 @@
+"""The ``train`` stage: fine-tune the backbone on the catalog, tracked in MLflow.
+
+Returns the best validation Recall@1, the objective a sweep maximises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import MLFlowLogger
+from omegaconf import DictConfig, OmegaConf
+
+from shoplens.data.augment import build_eval_transform, build_train_transform
+from shoplens.tracking import configure_mlflow, data_version, git_commit
+from shoplens.training.callbacks import HistoryWriter, SampleBatchLogger
+from shoplens.training.datamodule import CatalogDataModule, read_catalog
+from shoplens.training.module import MONITOR, EmbedderModule
+from shoplens.training.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+
+def _flat_params(cfg: DictConfig) -> dict[str, Any]:
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return json.loads(json.dumps(container, default=str))
+
+
+def _resume_path(cfg: DictConfig, train_dir: Path) -> str | None:
+    if cfg.ckpt_path in (None, ""):
+        return None
+    path = train_dir / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: checkpoint {path} does not exist")
+    return str(path)
+
+
+def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
+    L.seed_everything(cfg.seed, workers=True)
+    train_dir = Path(cfg.paths.artifacts_dir) / "train"
+    reports_dir = Path(cfg.paths.reports_dir) / "train"
+    _, categories = read_catalog(cfg.paths.catalog_dir)
+    resume = _resume_path(cfg, train_dir)
+
+    module = EmbedderModule(OmegaConf.to_container(cfg, resolve=True), len(categories))
+    spec = module.embedder.preprocessing
+    datamodule = CatalogDataModule(
+        cfg.paths.catalog_dir,
+        train_transform=build_train_transform(
+            cfg.augmentation, cfg.data.image_size, spec.mean, spec.std
+        ),
+        eval_transform=build_eval_transform(cfg.data.image_size, spec.mean, spec.std),
+        batch_size=cfg.data.batch_size,
+        eval_batch_size=cfg.data.eval_batch_size,
+        num_workers=cfg.data.num_workers,
+        samples_per_class=cfg.loss.samples_per_class,
+    )
+
+    uri = configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
+    version = data_version(cfg.paths.catalog_dir)
+    logger = MLFlowLogger(
+        experiment_name=cfg.tracking.experiment,
+        run_name=cfg.tracking.run_name,
+        tracking_uri=uri,
+        tags={
+            "mlflow.source.git.commit": git_commit(),
+            "shoplens.stage": "train",
+            "shoplens.data_version": version,
+            "shoplens.backbone": cfg.backbone.name,
+            "shoplens.loss": cfg.loss.name,
+            "shoplens.freeze": cfg.freeze.strategy,
+        },
+    )
+    logger.log_hyperparams(_flat_params(cfg))
+    callbacks = [
+        HistoryWriter(reports_dir / "history.csv"),
+        SampleBatchLogger(cfg.tracking.sample_batches, spec.mean, spec.std),
+        *extra_callbacks,
+    ]
+    trainer, checkpoint = build_trainer(cfg, train_dir, logger, callbacks)
+
+    initial = None
+    if resume is None and not cfg.trainer.fast_dev_run:
+        # Recall@1 of the untrained projection: the "epoch 0" every epoch must beat.
+        initial = trainer.validate(module, datamodule=datamodule, verbose=False)[0][MONITOR]
+        logger.log_metrics({"val/recall_at_1_initial": initial}, step=0)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+
+    best = checkpoint.best_model_score
+    result = {
+        "val_recall@1": float(best) if best is not None else None,
+        "val_recall@1_initial": initial,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "best_checkpoint": checkpoint.best_model_path,
+        "mlflow_run_id": logger.run_id,
+        "data_version": version,
+    }
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
+    (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (train_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    client, run_id = logger.experiment, logger.run_id
+    client.log_artifact(run_id, str(train_dir / "config.yaml"))
+    if cfg.tracking.log_checkpoint and checkpoint.best_model_path:
+        client.log_artifact(run_id, checkpoint.best_model_path, artifact_path="checkpoints")
+    if (reports_dir / "history.csv").exists():
+        client.log_artifact(run_id, str(reports_dir / "history.csv"))
+    if checkpoint.best_model_path and Path(checkpoint.best_model_path) != train_dir / "best.ckpt":
+        shutil.copy(checkpoint.best_model_path, train_dir / "best.ckpt")
+    log.info("best %s = %s (initial %s); MLflow run %s", MONITOR, best, initial, run_id)
+    return result

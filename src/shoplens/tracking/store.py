@@ -1,0 +1,44 @@
+"""The MLflow store: SQLite ``mlflow.db`` at the repository root unless told otherwise.
+
+The path is absolute so that runs started from another working directory (Hydra output
+folders, DVC's temporary experiment copies) land in the same store. ``MLFLOW_TRACKING_URI``
+wins, so a team points every run at an ``mlflow server`` without touching config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import mlflow
+
+from shoplens.config import repo_root
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    if configured:
+        return configured
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def artifact_root() -> str | None:
+    """Artifacts beside the SQLite store (absolute); a server decides its own."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:"):
+        return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
+    return None
+
+
+def configure_mlflow(configured_uri: str | None, experiment: str) -> str:
+    """Point the MLflow client at the store and make sure the experiment exists."""
+    uri = tracking_uri(configured_uri)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = artifact_root() if uri == tracking_uri() else None
+        # Another worker may create it between our check and this call.
+        with contextlib.suppress(mlflow.exceptions.MlflowException):
+            mlflow.create_experiment(experiment, artifact_location=location)
+    return uri

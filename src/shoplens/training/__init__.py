@@ -1,0 +1,1 @@
+"""Training: the Lightning data module, model module, losses, schedules and MLflow tracking."""

@@ -1,0 +1,113 @@
+"""Reads the preprocess stage's decoded cache: no image decode per epoch.
+
+The cache (``images.npy``, N x S x S x 3 uint8) is memory-mapped, so worker processes share
+the page cache instead of copying the catalog.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from pytorch_metric_learning.samplers import MPerClassSampler
+from torch.utils.data import DataLoader, Dataset
+
+from shoplens.data.cache import open_cache
+
+Transform = Callable[[np.ndarray], torch.Tensor]
+
+
+class CachedImages(Dataset):
+    """Rows of the manifest, served from the decoded cache as (image, label, is_query)."""
+
+    def __init__(self, manifest: pd.DataFrame, cache_path: Path, transform: Transform):
+        self.cache_index = manifest["cache_index"].to_numpy()
+        self.labels = manifest["label"].to_numpy()
+        self.is_query = (manifest["role"] == "query").to_numpy()
+        self.cache_path = cache_path
+        self.transform = transform
+        self._cache: np.ndarray | None = None  # opened lazily: once per worker process
+
+    def __len__(self) -> int:
+        return len(self.cache_index)
+
+    def __getitem__(self, i: int):
+        if self._cache is None:
+            self._cache = open_cache(self.cache_path)
+        image = np.asarray(self._cache[self.cache_index[i]])
+        return self.transform(image), int(self.labels[i]), bool(self.is_query[i])
+
+
+def read_catalog(catalog_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    catalog_dir = Path(catalog_dir)
+    manifest_path = catalog_dir / "manifest.parquet"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{manifest_path} not found: run `shoplens preprocess` (or `dvc repro preprocess`) first"
+        )
+    categories = json.loads((catalog_dir / "categories.json").read_text())
+    return pd.read_parquet(manifest_path), categories
+
+
+class CatalogDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        catalog_dir: str | Path,
+        train_transform: Transform,
+        eval_transform: Transform,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 2,
+        samples_per_class: int | None = None,
+    ):
+        super().__init__()
+        self.catalog_dir = Path(catalog_dir)
+        self.train_transform, self.eval_transform = train_transform, eval_transform
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers = num_workers
+        self.samples_per_class = samples_per_class
+        self.manifest, self.categories = read_catalog(self.catalog_dir)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.categories)
+
+    def split(self, name: str, transform: Transform | None = None) -> CachedImages:
+        rows = self.manifest[self.manifest["split"] == name].reset_index(drop=True)
+        if rows.empty:
+            raise ValueError(f"the catalog in {self.catalog_dir} has no '{name}' images")
+        return CachedImages(rows, self.catalog_dir / "images.npy", transform or self.eval_transform)
+
+    def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            **kwargs,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.split("train", self.train_transform)
+        if self.samples_per_class:
+            # Pair losses need several images of each class in every batch.
+            sampler = MPerClassSampler(
+                dataset.labels,
+                m=self.samples_per_class,
+                batch_size=self.batch_size,
+                length_before_new_iter=len(dataset),
+            )
+            return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=True)
+        return self._loader(dataset, self.batch_size, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.split("val"), self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.split("test"), self.eval_batch_size)

@@ -25,6 +25,14 @@ STAGES: dict[str, tuple[str, str]] = {
         "validate, de-duplicate, split and cache images",
     ),
     "train": ("shoplens.pipeline.train", "fine-tune the backbone (tracked in MLflow)"),
+    "evaluate": (
+        "shoplens.pipeline.evaluate",
+        "test-split retrieval: fine-tuned vs untuned backbone, metrics and plots",
+    ),
+    "register": (
+        "shoplens.pipeline.register",
+        "register the embedder in MLflow; promote it to champion if it beats the current one",
+    ),
 }
 
 
@@ -43,6 +51,16 @@ def _build_parser() -> argparse.ArgumentParser:
         stage.add_argument("overrides", nargs="*", help="Hydra overrides: group=option, a.b=value")
     sub.add_parser("summary", help="print what the last pipeline run produced")
     return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that describe a problem with the user's input, not a bug: shown without a
+    traceback (``-v`` logs it)."""
+    from shoplens.data.catalog import CatalogError
+    from shoplens.data.images import InvalidImageError
+    from shoplens.models.backbone import PretrainedWeightsError
+
+    return ConfigError, CatalogError, InvalidImageError, PretrainedWeightsError, FileNotFoundError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(STAGES[args.command][0])
     try:
         result = module.run(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
+    except _user_errors() as err:
         # Input problems (bad catalog, missing data) are the user's to fix: no traceback.
         logging.getLogger("shoplens").debug("stage failed", exc_info=True)
         print(f"shoplens {args.command}: {err}", file=sys.stderr)

@@ -158,6 +158,25 @@ class TrackingConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """The test-split evaluation: fine-tuned model against the untuned backbone."""
+
+    checkpoint: str = "${paths.artifacts_dir}/train/best.ckpt"
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # Recall@K of clean queries
+    photo_ks: list[int] = field(default_factory=lambda: [1, 5])  # Recall@K of shopper photos
+    photo_seed: int = 2024  # PhotoSimulation seed: the same photo per query in every run
+    gallery_queries: int = 8  # rows (queries) in the retrieval-gallery figure
+
+
+@dataclass
+class RegistryConfig:
+    """Where the fine-tuned embedder is registered and when it becomes the champion."""
+
+    model_name: str = "shoplens-embedder"
+    margin: float = 0.005  # test Recall@1 gain over the champion needed to take its place
+
+
+@dataclass
 class ShoplensConfig:
     seed: int = 42
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -172,4 +191,6 @@ class ShoplensConfig:
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
     ckpt_path: str | None = None  # resume training from this checkpoint ("last" for last.ckpt)

@@ -8,6 +8,7 @@ which torchmetrics calls the hit rate; MAP@R is pytorch-metric-learning's, as de
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +18,21 @@ from torchmetrics.retrieval import RetrievalHitRate
 
 def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
     return F.normalize(queries.float(), dim=1) @ F.normalize(gallery.float(), dim=1).T
+
+
+@contextmanager
+def _native_bincount():
+    """torchmetrics' retrieval metrics group scores by query with ``bincount``; under
+    ``torch.use_deterministic_algorithms`` (our ``trainer.deterministic``) it falls back to a
+    one-hot ``[N, queries]`` tensor: about 11 GB for 1,100 queries x 1,100 gallery images.
+    ``bincount`` is exact on CPU either way, so deterministic mode is lifted just here."""
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
 def recall_at_k(
@@ -30,9 +46,11 @@ def recall_at_k(
     relevant = query_labels[:, None] == gallery_labels[None, :]
     indexes = torch.arange(len(queries))[:, None].expand_as(scores)
     out = {}
-    for k in ks:
-        metric = RetrievalHitRate(top_k=min(k, scores.shape[1]))
-        out[f"recall@{k}"] = float(metric(scores.flatten(), relevant.flatten(), indexes.flatten()))
+    with _native_bincount():
+        for k in ks:
+            metric = RetrievalHitRate(top_k=min(k, scores.shape[1]))
+            hits = metric(scores.flatten(), relevant.flatten(), indexes.flatten())
+            out[f"recall@{k}"] = float(hits)
     return out
 
 

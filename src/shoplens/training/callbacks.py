@@ -34,21 +34,19 @@ class SampleBatchLogger(L.Callback):
 
 
 class HistoryWriter(L.Callback):
-    """Appends one CSV row per validation epoch (DVC plots it; MLflow has the same curves)."""
+    """One CSV row per epoch (DVC plots it; MLflow has the same curves). Row ``epoch 0`` is
+    the model before training, when the pipeline validates it first."""
 
     COLUMNS = ("epoch", "step", "val_recall_at_1", "val_recall_at_5", "train_loss")
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, fresh: bool = True):
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh or not self.path.exists():
+            self.path.write_text(",".join(self.COLUMNS) + "\n")
 
-    def on_fit_start(self, trainer, pl_module) -> None:
-        if trainer.global_rank == 0:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            if not self.path.exists() or trainer.ckpt_path is None:
-                self.path.write_text(",".join(self.COLUMNS) + "\n")
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or trainer.global_rank != 0 or not self.path.exists():
+    def _append(self, trainer, epoch: int) -> None:
+        if trainer.global_rank != 0 or trainer.sanity_checking:
             return
         m = trainer.callback_metrics
 
@@ -57,7 +55,7 @@ class HistoryWriter(L.Callback):
             return f"{float(v):.6f}" if isinstance(v, torch.Tensor | float) else ""
 
         row = [
-            trainer.current_epoch,
+            epoch,
             trainer.global_step,
             value("val/recall_at_1"),
             value("val/recall_at_5"),
@@ -65,3 +63,11 @@ class HistoryWriter(L.Callback):
         ]
         with self.path.open("a", newline="") as f:
             csv.writer(f).writerow(row)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "validate":  # trainer.validate() before fitting
+            self._append(trainer, 0)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Runs after the epoch's validation, so the row pairs the epoch's loss and recall.
+        self._append(trainer, trainer.current_epoch + 1)

@@ -7,6 +7,7 @@ the page cache instead of copying the catalog.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from shoplens.data.cache import open_cache
 
+log = logging.getLogger(__name__)
 Transform = Callable[[np.ndarray], torch.Tensor]
 
 
@@ -52,6 +54,17 @@ def read_catalog(catalog_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
         )
     categories = json.loads((catalog_dir / "categories.json").read_text())
     return pd.read_parquet(manifest_path), categories
+
+
+def samples_per_class(wanted: int, batch_size: int, num_classes: int) -> int:
+    """The smallest M >= ``wanted`` that MPerClassSampler accepts: M divides the batch and
+    M x classes fills it (10 categories at batch 64 need M = 8, not 4)."""
+    for m in range(max(1, wanted), batch_size + 1):
+        if batch_size % m == 0 and m * num_classes >= batch_size:
+            if m != wanted:
+                log.info("samples_per_class %d -> %d to fill batches of %d", wanted, m, batch_size)
+            return m
+    raise ValueError(f"no samples_per_class fits batch_size={batch_size}")
 
 
 class CatalogDataModule(L.LightningDataModule):
@@ -99,7 +112,7 @@ class CatalogDataModule(L.LightningDataModule):
             # Pair losses need several images of each class in every batch.
             sampler = MPerClassSampler(
                 dataset.labels,
-                m=self.samples_per_class,
+                m=samples_per_class(self.samples_per_class, self.batch_size, self.num_classes),
                 batch_size=self.batch_size,
                 length_before_new_iter=len(dataset),
             )

@@ -1,0 +1,1 @@
+"""Model registry: the embedder as a self-contained MLflow model, and its promotion gate."""

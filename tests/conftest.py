@@ -1,0 +1,104 @@
+"""Shared fixtures: a tiny generated, preprocessed catalog (4 categories x 16 products) and a
+model trained on it with timm's test_efficientnet, for the train, evaluate and register tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from shoplens.config import compose_config
+from shoplens.pipeline import preprocess
+
+COLOURS = {
+    "red": (200, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 60, 200),
+    "gold": (220, 180, 30),
+}
+SHAPES = ("ellipse", "rectangle", "triangle", "cross")
+Overrides = Callable[..., list[str]]
+
+
+def _product_photo(category_index: int, variant: int, rng: np.random.Generator) -> Image.Image:
+    """A light background with a coloured shape: category = (colour, shape), with jitter."""
+    colour = np.array(list(COLOURS.values())[category_index])
+    image = Image.new("RGB", (40, 40), tuple(int(v) for v in rng.integers(215, 255, 3)))
+    draw = ImageDraw.Draw(image)
+    c = tuple(int(v) for v in np.clip(colour + rng.integers(-25, 25, 3), 0, 255))
+    o = int(rng.integers(4, 10))
+    shape = SHAPES[category_index]
+    if shape == "ellipse":
+        draw.ellipse((o, o, 40 - o, 40 - o), fill=c)
+    elif shape == "rectangle":
+        draw.rectangle((o, o + 4, 40 - o, 36 - o), fill=c)
+    elif shape == "triangle":
+        draw.polygon([(20, o), (o, 40 - o), (40 - o, 40 - o)], fill=c)
+    else:
+        draw.rectangle((16, o, 24, 40 - o), fill=c)
+        draw.rectangle((o, 16, 40 - o, 24), fill=c)
+    draw.point([tuple(int(v) for v in rng.integers(0, 40, 2)) for _ in range(variant % 7)], fill=c)
+    return image
+
+
+def _overrides(tmp: Path, *extra: str) -> list[str]:
+    return [
+        "data=folder",
+        f"data.root={tmp / 'images'}",
+        "data.image_size=32",
+        "data.batch_size=16",
+        "data.num_workers=0",
+        f"paths.catalog_dir={tmp / 'catalog'}",
+        f"paths.reports_dir={tmp / 'reports'}",
+        f"paths.artifacts_dir={tmp / 'artifacts'}",
+        "preprocess.cache_size=32",
+        "preprocess.near_duplicate_distance=0",
+        "backbone.name=test_efficientnet",
+        "backbone.pretrained=false",
+        "model.embedding_dim=16",
+        "trainer.enable_progress_bar=false",
+        f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",
+        "tracking.sample_batches=1",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def overrides() -> Overrides:
+    """``overrides(workspace, *extra)``: Hydra overrides pointing every path into ``workspace``."""
+    return _overrides
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """A preprocessed tiny catalog: 4 categories x 16 products, 40 px photos (one per module)."""
+    tmp = tmp_path_factory.mktemp("workspace")
+    rng = np.random.default_rng(0)
+    for ci, category in enumerate(COLOURS):
+        (tmp / "images" / category).mkdir(parents=True)
+        for i in range(16):
+            _product_photo(ci, i, rng).save(tmp / "images" / category / f"{category}_{i:02d}.png")
+    preprocess.run(compose_config(_overrides(tmp)))
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def trained(workspace) -> list[str]:
+    """Overrides of a small model trained on ``workspace`` (artifacts/train/best.ckpt exists),
+    with a loss that trains the category head too."""
+    from shoplens.pipeline import train
+
+    args = _overrides(
+        workspace,
+        "loss=ce_supcon",
+        "trainer.max_epochs=1",
+        "optimizer.lr=0.003",
+        "augmentation=none",
+        "trainer.early_stopping_patience=0",
+        "tracking.log_checkpoint=false",
+    )
+    train.run(compose_config(args))
+    return args

@@ -1,0 +1,127 @@
+"""The evaluate stage on a tiny trained model: both metric blocks, plots, MLflow, and a baseline
+that really is the untuned backbone's pooled features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from shoplens.config import compose_config
+from shoplens.data.augment import build_eval_transform
+from shoplens.evaluation.retrieval import map_at_r, recall_at_k
+from shoplens.models import build_embedder
+from shoplens.pipeline import evaluate
+from shoplens.training.datamodule import CachedImages, read_catalog
+
+RETRIEVAL = {"recall@1", "recall@5", "recall@10", "map_at_r", "photo_recall@1", "photo_recall@5"}
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained):
+    cfg = compose_config(trained)
+    return cfg, evaluate.run(cfg)
+
+
+def _test_features(cfg, model) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Features of the test split through the plain eval transform, computed independently."""
+    manifest, _ = read_catalog(cfg.paths.catalog_dir)
+    test = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    spec = model.preprocessing
+    transform = build_eval_transform(cfg.data.image_size, spec.mean, spec.std)
+    dataset = CachedImages(test, Path(cfg.paths.catalog_dir) / "images.npy", transform)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    with torch.no_grad():
+        return (
+            model.pooled_features(images),
+            torch.tensor(dataset.labels),
+            torch.tensor(dataset.is_query),
+        )
+
+
+def test_metrics_have_both_blocks_with_every_key_in_unit_range(evaluated):
+    cfg, metrics = evaluated
+    assert json.loads((Path(cfg.paths.reports_dir) / "metrics.json").read_text()) == metrics
+    assert set(metrics["baseline"]) == RETRIEVAL
+    assert set(metrics["finetuned"]) == RETRIEVAL | {"accuracy", "macro_f1"}
+    for block in metrics.values():
+        assert all(0.0 <= v <= 1.0 for v in block.values()), block
+        assert block["recall@1"] <= block["recall@5"] <= block["recall@10"]
+        assert block["photo_recall@1"] <= block["photo_recall@5"]
+    # accuracy is the head's predictions that confusion.csv lists, so the two must agree.
+    confusion = pd.read_csv(Path(cfg.paths.reports_dir) / "evaluate" / "confusion.csv")
+    agree = (confusion["actual"] == confusion["predicted"]).mean()
+    assert metrics["finetuned"]["accuracy"] == pytest.approx(agree)
+
+
+def test_baseline_is_the_untuned_backbones_pooled_features(evaluated):
+    cfg, metrics = evaluated
+    torch.manual_seed(cfg.seed)  # the stage seeds the (here random) untuned backbone likewise
+    untuned = build_embedder(cfg.backbone, cfg.model, num_classes=4).eval()
+    features, labels, is_query = _test_features(cfg, untuned)
+    assert features.shape[1] == untuned.backbone.num_features != cfg.model.embedding_dim
+    q, ql, g, gl = features[is_query], labels[is_query], features[~is_query], labels[~is_query]
+    expected = recall_at_k(q, ql, g, gl, ks=(1, 5, 10)) | {"map_at_r": map_at_r(q, ql, g, gl)}
+    for name, value in expected.items():
+        assert metrics["baseline"][name] == pytest.approx(value, abs=1e-6), name
+
+
+def test_plots_are_written_and_readable(evaluated):
+    cfg, _ = evaluated
+    out = Path(cfg.paths.reports_dir) / "evaluate"
+    manifest, categories = read_catalog(cfg.paths.catalog_dir)
+    confusion = pd.read_csv(out / "confusion.csv")
+    assert list(confusion.columns) == ["actual", "predicted"]
+    assert len(confusion) == (manifest["split"] == "test").sum()
+    assert set(confusion["actual"]) | set(confusion["predicted"]) <= set(categories)
+    per_category = pd.read_csv(out / "category_recall.csv")
+    assert set(per_category["model"]) == {"baseline", "finetuned"}
+    assert per_category["recall_at_1"].between(0, 1).all()
+    for name in ("confusion.png", "category_recall.png", "retrieval_gallery.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and min(image.size) > 200, name
+    assert json.loads((out / "evaluated.json").read_text())["image_size"] == cfg.data.image_size
+
+
+def test_metrics_and_plots_land_on_the_training_run(evaluated):
+    cfg, metrics = evaluated
+    run_id = json.loads((Path(cfg.paths.artifacts_dir) / "train" / "run.json").read_text())[
+        "mlflow_run_id"
+    ]
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    logged = mlflow.get_run(run_id).data.metrics
+    assert logged["test/finetuned/recall_at_1"] == pytest.approx(metrics["finetuned"]["recall@1"])
+    assert logged["test/baseline/photo_recall_at_5"] == pytest.approx(
+        metrics["baseline"]["photo_recall@5"]
+    )
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/metrics.json", "evaluation/retrieval_gallery.png"} <= artifacts
+
+
+def test_recall_stays_small_in_deterministic_mode():
+    """Regression: torchmetrics' deterministic bincount made a 1,100 x 1,100 val set take
+    ~20 GB; training runs with deterministic algorithms on."""
+    import resource
+
+    import torch
+
+    from shoplens.evaluation.retrieval import recall_at_k
+
+    generator = torch.Generator().manual_seed(0)
+    q, g = torch.randn(700, 16, generator=generator), torch.randn(700, 16, generator=generator)
+    labels = torch.arange(700) % 10
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        recalls = recall_at_k(q, labels, g, labels, ks=(1, 5))
+        assert torch.are_deterministic_algorithms_enabled()  # restored afterwards
+    finally:
+        torch.use_deterministic_algorithms(False)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 1000, f"recall_at_k grew peak memory by {grown_mb:.0f} MB"
+    assert 0.0 <= recalls["recall@1"] <= recalls["recall@5"] <= 1.0

@@ -1,0 +1,160 @@
+"""The register stage: the promotion gate, no duplicate versions, and a registered model that
+loads with plain MLflow (no shoplens) and embeds exactly like the training code's Embedder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shoplens.config import compose_config
+from shoplens.data.augment import build_eval_transform
+from shoplens.pipeline import evaluate, register
+from shoplens.registry.gate import Standing, decide
+from shoplens.registry.versions import DATA_TAG
+from shoplens.tracking.runs import checkpoint_sha256
+from shoplens.training.module import EmbedderModule
+
+NAME = "shoplens-embedder"
+
+
+# -- the gate's decisions, as a person reads them --------------------------------------------
+def test_gate_decisions_and_reasons():
+    first = decide(Standing(1, 0.5, "d1"), None, 0.005)
+    assert first.promote and first.alias == "champion" and "no champion yet" in first.reason
+    champion = Standing(1, 0.80, "d1")
+    better = decide(Standing(2, 0.82, "d1"), champion, 0.005)
+    assert better.promote and "+0.0200 beats the margin 0.005" in better.reason
+    within = decide(Standing(3, 0.803, "d1"), champion, 0.005)
+    assert not within.promote and within.alias == "challenger"
+    assert "within the margin" in within.reason and "champion stays" in within.reason
+    tie = decide(Standing(4, 0.805, "d1"), champion, 0.005)  # exactly the margin: not beaten
+    assert not tie.promote
+    worse = decide(Standing(5, 0.70, "d1"), champion, 0.005)
+    assert not worse.promote and "-0.1000, not better" in worse.reason
+    again = decide(Standing(1, 0.80, "d1"), champion, 0.005)
+    assert again.promote and "already the champion" in again.reason
+    noted = decide(Standing(6, 0.9, "d2"), Standing(1, 0.8, "d2", note="(re-measured)"), 0.005)
+    assert noted.reason.endswith("(re-measured)")
+
+
+# -- the stage against a real SQLite registry ------------------------------------------------
+@pytest.fixture(scope="module")
+def stage(trained) -> list[str]:
+    """Overrides of the trained tiny model, evaluated; MLflow points at its SQLite store."""
+    cfg = compose_config(trained)
+    evaluate.run(cfg)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    return trained
+
+
+def _as_evaluated(args: list[str], variant: int, recall: float):
+    """A distinct checkpoint (same weights, other bytes) plus evaluate's outputs for it with the
+    given test Recall@1: what a new training run followed by ``evaluate`` leaves behind."""
+    cfg = compose_config(args)
+    train_dir, reports = Path(cfg.paths.artifacts_dir) / "train", Path(cfg.paths.reports_dir)
+    checkpoint = train_dir / f"variant{variant}.ckpt"
+    if not checkpoint.exists():
+        state = torch.load(train_dir / "best.ckpt", map_location="cpu", weights_only=False)
+        torch.save({**state, "test_variant": variant}, checkpoint)
+    metrics = json.loads((reports / "metrics.json").read_text())
+    metrics["finetuned"]["recall@1"] = recall
+    (reports / "metrics.json").write_text(json.dumps(metrics))
+    evaluated = json.loads((reports / "evaluate" / "evaluated.json").read_text())
+    evaluated["checkpoint_sha256"] = checkpoint_sha256(checkpoint)
+    (reports / "evaluate" / "evaluated.json").write_text(json.dumps(evaluated))
+    return compose_config([*args, f"evaluate.checkpoint={checkpoint}"])
+
+
+def _registry() -> tuple[dict[str, str], list[int]]:
+    client = mlflow.MlflowClient()
+    versions = sorted(int(mv.version) for mv in client.search_model_versions(f"name='{NAME}'"))
+    return {a: int(v) for a, v in client.get_registered_model(NAME).aliases.items()}, versions
+
+
+def test_champion_moves_only_for_a_real_improvement_and_reruns_reuse_the_version(stage):
+    client = mlflow.MlflowClient()
+    first = register.run(_as_evaluated(stage, 1, recall=0.60))
+    assert (first["version"], first["decision"], first["promoted"]) == (1, "champion", 1)
+    assert "no champion yet" in first["reason"]
+    tags = client.get_model_version(NAME, "1").tags
+    assert tags["test.recall_at_1"] == "0.6" and "test.baseline.recall_at_1" in tags
+    assert tags["shoplens.git_commit"] and tags[DATA_TAG].startswith(("dvc:", "unversioned:"))
+    assert tags["shoplens.gate.decision"] == "champion"
+
+    again = register.run(_as_evaluated(stage, 1, recall=0.60))  # same checkpoint: no new version
+    assert (again["version"], again["reused_version"], again["decision"]) == (1, 1, "champion")
+    assert "already the champion" in again["reason"]
+    assert _registry() == ({"champion": 1}, [1])
+
+    better = register.run(_as_evaluated(stage, 2, recall=0.70))
+    assert (better["version"], better["decision"], better["previous_champion_version"]) == (
+        2, "champion", 1,
+    )  # fmt: skip
+    assert "beats the margin 0.005" in better["reason"]
+    assert _registry() == ({"champion": 2}, [1, 2])
+
+    within = register.run(_as_evaluated(stage, 3, recall=0.703))
+    assert (within["decision"], within["promoted"], within["champion_version"]) == (
+        "challenger", 0, 2,
+    )  # fmt: skip
+    assert "within the margin 0.005" in within["reason"] and "champion stays" in within["reason"]
+    assert _registry() == ({"champion": 2, "challenger": 3}, [1, 2, 3])
+    written = json.loads(
+        (Path(compose_config(stage).paths.reports_dir) / "registry.json").read_text()
+    )
+    assert written == within and isinstance(written["recall@1"], float)
+
+    # The champion was measured on another catalog: it is re-measured on this test set instead
+    # of comparing two numbers from two test sets (v3 is reused: no new version).
+    client.set_model_version_tag(NAME, "2", DATA_TAG, "dvc:some-older-catalog")
+    remeasured = register.run(_as_evaluated(stage, 3, recall=0.703))
+    assert remeasured["reused_version"] == 1 and remeasured["champion_remeasured"] == 1
+    assert "re-measured on this test set" in remeasured["reason"]
+    assert "dvc:some-older-catalog" in remeasured["reason"]
+    assert 0.0 <= remeasured["previous_champion_recall@1"] <= 1.0
+    assert _registry()[1] == [1, 2, 3]
+
+
+def test_champion_loads_with_plain_mlflow_and_matches_the_embedder(stage, workspace, monkeypatch):
+    cfg = compose_config(stage)
+    if "champion" not in _registry()[0]:
+        register.run(cfg)
+    embedder = EmbedderModule.load_from_checkpoint(
+        Path(cfg.paths.artifacts_dir) / "train" / "best.ckpt", map_location="cpu", pretrained=False
+    ).embedder.eval()
+    spec = embedder.preprocessing
+    cache = np.load(Path(cfg.paths.catalog_dir) / "images.npy")[:6]  # 32 px: the model's size
+    photos = np.stack([np.asarray(Image.open(p)) for p in sorted(workspace.glob("images/*/*"))[:6]])
+    assert photos.shape[1:] == (40, 40, 3)  # resized inside the model
+
+    # Without shoplens: the model must bring everything it needs.
+    for module in [m for m in sys.modules if m == "shoplens" or m.startswith("shoplens.")]:
+        monkeypatch.delitem(sys.modules, module)
+    monkeypatch.setitem(sys.modules, "shoplens", None)
+    monkeypatch.chdir(workspace)
+    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    assert [p.name for p in model.metadata.get_params_schema().params] == ["output"]
+    outputs = {
+        (name, output): model.predict(images, params={"output": output})
+        for name, images in (("cache", cache), ("photos", photos))
+        for output in ("embedding", "logits")
+    }
+    monkeypatch.undo()
+
+    transform = build_eval_transform(cfg.data.image_size, spec.mean, spec.std)
+    for name, images in (("cache", cache), ("photos", photos)):
+        with torch.no_grad():
+            embedding, logits = embedder.forward_with_logits(
+                torch.stack([transform(i) for i in images])
+            )
+        assert outputs[name, "embedding"].dtype == np.float32
+        assert outputs[name, "embedding"].shape == (len(images), cfg.model.embedding_dim)
+        np.testing.assert_allclose(outputs[name, "embedding"], embedding.numpy(), atol=1e-5)
+        np.testing.assert_allclose(outputs[name, "logits"], logits.numpy(), atol=1e-4)

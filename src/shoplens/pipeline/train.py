@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from shoplens.data.augment import build_eval_transform, build_train_transform
+from shoplens.sweeps.context import active_trial
 from shoplens.tracking import configure_mlflow, data_version, git_commit
 from shoplens.training.callbacks import HistoryWriter, SampleBatchLogger
 from shoplens.training.datamodule import CatalogDataModule, read_catalog
@@ -62,6 +62,9 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
 
     uri = configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     version = data_version(cfg.paths.catalog_dir)
+    # In an Optuna sweep (python train.py -m hparams_search=...) this run is the trial's child
+    # run under the study's parent, and each epoch is reported to the trial for pruning.
+    sweep = active_trial()
     logger = MLFlowLogger(
         experiment_name=cfg.tracking.experiment,
         run_name=cfg.tracking.run_name,
@@ -73,13 +76,15 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
             "shoplens.backbone": cfg.backbone.name,
             "shoplens.loss": cfg.loss.name,
             "shoplens.freeze": cfg.freeze.strategy,
+            **(sweep.mlflow_tags if sweep else {}),
         },
     )
     logger.log_hyperparams(_flat_params(cfg))
     callbacks = [
-        HistoryWriter(reports_dir / "history.csv"),
+        HistoryWriter(reports_dir / "history.csv", fresh=resume is None),
         SampleBatchLogger(cfg.tracking.sample_batches, spec.mean, spec.std),
         *extra_callbacks,
+        *(sweep.callbacks() if sweep else ()),
     ]
     trainer, checkpoint = build_trainer(cfg, train_dir, logger, callbacks)
 
@@ -104,13 +109,13 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
     metrics = {k: v for k, v in result.items() if isinstance(v, int | float)}
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (train_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    # Downstream stages (evaluate, register) attach to this run and read the checkpoint.
+    (train_dir / "run.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     client, run_id = logger.experiment, logger.run_id
     client.log_artifact(run_id, str(train_dir / "config.yaml"))
     if cfg.tracking.log_checkpoint and checkpoint.best_model_path:
         client.log_artifact(run_id, checkpoint.best_model_path, artifact_path="checkpoints")
     if (reports_dir / "history.csv").exists():
         client.log_artifact(run_id, str(reports_dir / "history.csv"))
-    if checkpoint.best_model_path and Path(checkpoint.best_model_path) != train_dir / "best.ckpt":
-        shutil.copy(checkpoint.best_model_path, train_dir / "best.ckpt")
     log.info("best %s = %s (initial %s); MLflow run %s", MONITOR, best, initial, run_id)
     return result

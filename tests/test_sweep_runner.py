@@ -1,0 +1,155 @@
+"""The sweep loop without Hydra or training: a fake objective on a SQLite storage in tmp.
+
+Budget and resume, failures and the failure rate, pruning, interruption and re-queueing,
+dead workers, the last-slot race between workers, and seeding. Milliseconds per trial, so
+the policies are pinned down here; test_sweeps.py runs the real thing end to end.
+"""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from shoplens.sweeps import study as studies
+from shoplens.sweeps.runner import Settings, SweepFailedError, SweepRunner
+from shoplens.sweeps.space import SearchSpace
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'optuna.db'}"
+
+
+def _sweep(tmp_path, objective, space=None, **settings) -> optuna.Study:
+    settings = {"storage": _url(tmp_path), "mlflow": False, **settings}
+    settings.setdefault("best_file", str(tmp_path / "best.yaml"))
+    space = space or SearchSpace({"x": "interval(0, 1)", "fixed": "3"}, ["k=choice(a,b)"])
+    return SweepRunner(Settings(**settings), space, objective).run()
+
+
+def _states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.get_trials()]
+
+
+def test_n_trials_is_the_total_and_a_rerun_resumes(tmp_path):
+    calls = []
+
+    def objective(overrides, number):
+        calls.append(number)
+        return float(number)
+
+    _sweep(tmp_path, objective, n_trials=2)
+    _sweep(tmp_path, objective, n_trials=2)  # nothing left to do
+    study = _sweep(tmp_path, objective, n_trials=3)
+    assert calls == [0, 1, 2] and _states(study) == ["COMPLETE"] * 3
+    overrides = study.trials[0].user_attrs["shoplens.overrides"]
+    assert overrides[1:] == ["fixed=3", f"k={study.trials[0].params['k']}"]
+    assert (tmp_path / "best.yaml").read_text().count("trial: 2") == 1
+
+
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
+    def objective(overrides, number):
+        if number == 1:
+            raise FloatingPointError("non-finite training loss at step 3")
+        return float("nan") if number == 2 else 0.5
+
+    study = _sweep(tmp_path, objective, n_trials=4, max_failure_rate=0.5)
+    assert _states(study) == ["COMPLETE", "FAIL", "FAIL", "COMPLETE"]
+    assert "non-finite" in study.trials[1].user_attrs["shoplens.error"]
+    assert study.trials[2].user_attrs["shoplens.error"] == "the objective was nan"
+
+
+def test_too_many_failures_stop_the_sweep(tmp_path):
+    def objective(overrides, number):
+        raise RuntimeError("data is broken")
+
+    with pytest.raises(SweepFailedError, match="more than 25% of 8"):
+        _sweep(tmp_path, objective, n_trials=8, max_failure_rate=0.25)
+    study = optuna.load_study(study_name="shoplens", storage=_url(tmp_path))
+    assert _states(study) == ["FAIL"] * 3, "2 of 8 failures are tolerated, the 3rd stops"
+
+
+def test_a_pruned_trial_is_recorded_as_pruned(tmp_path):
+    def objective(overrides, number):
+        raise optuna.TrialPruned("pruned at epoch 1")
+
+    assert _states(_sweep(tmp_path, objective, n_trials=2)) == ["PRUNED", "PRUNED"]
+
+
+def test_an_interrupted_trial_is_requeued_and_not_counted(tmp_path):
+    def interrupted(overrides, number):
+        if number == 1:
+            raise KeyboardInterrupt
+        return 0.5
+
+    with pytest.raises(KeyboardInterrupt):
+        _sweep(tmp_path, interrupted, n_trials=3)
+    study = _sweep(tmp_path, lambda overrides, number: 0.7, n_trials=3)
+    assert _states(study) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[1].user_attrs["shoplens.interrupted"]
+    assert study.trials[2].user_attrs[studies.RETRY_OF] == 1
+    assert study.trials[2].params == study.trials[1].params
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_a_dead_workers_trial_is_failed_and_requeued(tmp_path):
+    storage = studies.make_storage(_url(tmp_path), heartbeat_interval=1, grace_period=1)
+    study, created = studies.open_study("dead", storage, None, None, "maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    storage.record_heartbeat(trial._trial_id)  # then the worker is killed: no more beats
+    time.sleep(2.2)
+    assert created and studies.trials_used(study) == []
+    assert _states(study) == ["FAIL", "WAITING"]
+    assert study.trials[1].user_attrs[studies.RETRY_OF] == 0
+
+
+def test_the_worker_that_asks_past_the_budget_yields(tmp_path):
+    storage = studies.make_storage(_url(tmp_path), None, None)
+    study, _ = studies.open_study("race", storage, None, None, "maximize")
+    first, second = study.ask(), study.ask()  # two workers asked for the last slot at once
+    assert studies.within_budget(study, first.number, n_trials=1)
+    assert not studies.within_budget(study, second.number, n_trials=1)
+
+
+def test_sampling_is_seeded_per_trial(tmp_path):
+    space = SearchSpace({"x": "interval(0, 1)"}, [])
+
+    def xs(name: str, samplers) -> list[float]:
+        study = optuna.create_study(study_name=name, storage=_url(tmp_path))
+        values = []
+        for sampler in samplers:  # a sampler per worker, all with the same seed
+            study.sampler = sampler
+            trial = study.ask()
+            space.sample(trial)
+            values.append(trial.params["x"])
+        return values
+
+    one = xs("one", [studies.make_sampler("random", 7, {})] * 3)
+    two = xs("two", [studies.make_sampler("random", 7, {}) for _ in range(3)])
+    assert one == two, "the same seed replays the same sweep, however many workers"
+    assert len(set(one)) == 3, "workers sharing a seed still sample different trials"
+
+
+def test_grid_sampler_stops_when_the_grid_is_done(tmp_path):
+    space = SearchSpace(None, ["k=choice(a,b)", "n=range(1,3)"])
+    study = _sweep(tmp_path, lambda o, n: 0.5, space, n_trials=10, sampler="grid")
+    assert sorted((t.params["k"], t.params["n"]) for t in study.trials) == [
+        ("a", 1),
+        ("a", 2),
+        ("b", 1),
+        ("b", 2),
+    ]
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "grid", "median", "hyperband"])
+def test_samplers_and_pruners_by_name(name):
+    if name in ("median", "hyperband"):
+        assert studies.make_pruner(name, {}) is not None
+    else:
+        assert studies.make_sampler(name, 0, {}, grid={"k": ["a"]}) is not None
+    assert studies.make_pruner("none", {}).prune(None, None) is False
+    assert TrialState.RUNNING in studies.COUNTED

@@ -43,7 +43,7 @@ demo: $(STAMP) data
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shoplens summary
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks train.py

@@ -245,3 +245,18 @@ def test_catalog_remove_product_and_persist(catalog, data, tmp_path):
     assert loaded.meta["preprocessing"] == {"image_size": 96} and loaded.meta["created_at"]
     with pytest.raises(IndexModelMismatch, match="version 3.*version 4"):
         loaded.check_model("shoplens-embedder", "4")
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_filtered_search_survives_faiss_torch_utils(kind, data, tmp_path):
+    """pytorch-metric-learning (evaluate) imports faiss.contrib.torch_utils, which replaces
+    Index.search with a version that drops params=; filtered searches must still work."""
+    import faiss.contrib.torch_utils  # noqa: F401  (the import is the patch)
+
+    index = make(kind, tmp_path)
+    ids = np.arange(len(data.vectors), dtype=np.int64)
+    index.add(ids, data.vectors)
+    allowed = ids[::3]
+    _, found = index.search(data.vectors[:5], 5, allowed_ids=allowed)
+    assert np.isin(found[found >= 0], allowed).all()
+    assert ((found >= 0).sum(axis=1) == 5).all()

@@ -33,6 +33,12 @@ STAGES: dict[str, tuple[str, str]] = {
         "shoplens.pipeline.register",
         "register the embedder in MLflow; promote it to champion if it beats the current one",
     ),
+    "index": ("shoplens.pipeline.index", "embed the catalog with the champion into a search index"),
+}
+# Commands that take their own arguments besides --params and overrides.
+SERVICE = {
+    "search": "print the catalog products that look most like a photo",
+    "serve": "run the search service (HTTP API, web page at /, OpenAPI at /docs)",
 }
 
 
@@ -40,8 +46,14 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoplens", description=__doc__.split("\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in STAGES.items():
+    commands = {name: help_text for name, (_, help_text) in STAGES.items()} | SERVICE
+    for name, help_text in commands.items():
         stage = sub.add_parser(name, help=help_text, description=help_text)
+        if name == "search":
+            stage.add_argument("photo", help="image file to search with")
+            stage.add_argument("--k", type=int, default=None, help="products (search.k_default)")
+            stage.add_argument("--category", default=None, help="only this category")
+            stage.add_argument("--json", action="store_true", help="machine-readable output")
         stage.add_argument(
             "--params",
             metavar="FILE",
@@ -59,12 +71,26 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from shoplens.data.catalog import CatalogError
     from shoplens.data.images import InvalidImageError
     from shoplens.models.backbone import PretrainedWeightsError
+    from shoplens.search import IndexModelMismatch
 
-    return ConfigError, CatalogError, InvalidImageError, PretrainedWeightsError, FileNotFoundError
+    return (
+        ConfigError,
+        CatalogError,
+        InvalidImageError,
+        PretrainedWeightsError,
+        FileNotFoundError,
+        IndexModelMismatch,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    # `search PHOTO --k 3 a=b`: argparse hands overrides after an option back as extras.
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "search" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -83,9 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(OmegaConf.to_yaml(cfg))
         return 0
-    module = importlib.import_module(STAGES[args.command][0])
     try:
-        result = module.run(cfg)
+        if args.command in SERVICE:
+            from shoplens.serving import commands
+
+            if args.command == "serve":
+                return commands.serve(cfg)
+            return commands.search(cfg, args.photo, args.k, args.category, args.json)
+        result = importlib.import_module(STAGES[args.command][0]).run(cfg)
     except _user_errors() as err:
         # Input problems (bad catalog, missing data) are the user's to fix: no traceback.
         logging.getLogger("shoplens").debug("stage failed", exc_info=True)

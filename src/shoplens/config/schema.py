@@ -177,6 +177,46 @@ class RegistryConfig:
 
 
 @dataclass
+class SearchIndexConfig:
+    """Mirrors :class:`shoplens.search.IndexConfig` (kept Hydra-free there); see its comments."""
+
+    kind: str = "exact"  # exact | hnsw | ivf | ivfpq | milvus
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+    nlist: int | None = None
+    nprobe: int = 32
+    train_per_list: int = 64
+    pq_m: int = 32
+    pq_nbits: int = 8
+    refine_k: int = 16
+    max_tombstone_fraction: float = 0.3
+    milvus_uri: str = "milvus.db"
+    milvus_collection: str = "shoplens"
+    milvus_index: str = "HNSW"
+    milvus_metric: str = "COSINE"
+
+
+@dataclass
+class SearchConfig:
+    """The index stage, ``shoplens search`` and the HTTP service (``shoplens serve``)."""
+
+    dir: str = "${paths.artifacts_dir}/index"  # CatalogIndex + image map; uploads land here too
+    index: SearchIndexConfig = field(default_factory=SearchIndexConfig)
+    batch_size: int = 256  # catalog images per embedding call in the index stage
+    recall_queries: int = 1000  # held-out embeddings measuring an approximate index vs exact
+    recall_k: int = 10
+    k_default: int = 10
+    k_max: int = 100
+    max_upload_bytes: int = 10_000_000
+    max_pixels: int = 40_000_000
+    narrow_by_category: bool = False  # search only the classifier's top categories
+    narrow_top_categories: int = 2
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass
 class ShoplensConfig:
     seed: int = 42
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -193,4 +233,5 @@ class ShoplensConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     ckpt_path: str | None = None  # resume training from this checkpoint ("last" for last.ckpt)

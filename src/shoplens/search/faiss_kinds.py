@@ -67,12 +67,20 @@ def search_params(config: IndexConfig, sel, k: int, index=None, widen: bool = Fa
     return faiss.IndexRefineSearchParameters(k_factor=c.refine_k, base_index_params=ivf)
 
 
+def faiss_search(index, q: np.ndarray, k: int, params):
+    """``index.search`` with search parameters. pytorch-metric-learning imports
+    ``faiss.contrib.torch_utils``, which replaces ``Index.search`` with a torch-aware version
+    that drops ``params=``; faiss keeps the original as ``search_numpy``."""
+    search = getattr(index, "search_numpy", None) or index.search
+    return search(q, k, params=params)
+
+
 def run_search(config, index, q, k, sel, allowed_slots, n_allowed):
     """Top-k labels (slots) of ``q``, restricted by ``sel``; see the module docstring."""
     small = allowed_slots is not None and n_allowed <= SMALL_FILTER
     if small and config.kind != "ivf":
         return exact_scan(index, q, k, allowed_slots)
-    scores, labels = index.search(q, k, params=search_params(config, sel, k, index))
+    scores, labels = faiss_search(index, q, k, search_params(config, sel, k, index))
     fill_short_rows(config, index, q, k, scores, labels, sel, allowed_slots, n_allowed)
     return scores, labels
 
@@ -86,7 +94,7 @@ def fill_short_rows(config, index, q, k, scores, labels, sel, allowed_slots, n_a
     if config.kind == "hnsw" and allowed_slots is not None and n_allowed <= EXACT_FALLBACK_MAX:
         s, lab = exact_scan(index, q[rows], k, allowed_slots)
     else:
-        s, lab = index.search(q[rows], k, params=search_params(config, sel, k, index, widen=True))
+        s, lab = faiss_search(index, q[rows], k, search_params(config, sel, k, index, widen=True))
     scores[rows], labels[rows] = s, lab
 
 

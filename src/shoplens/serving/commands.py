@@ -1,0 +1,53 @@
+"""``shoplens search PHOTO`` and ``shoplens serve``: the service's code path from a terminal.
+
+``search`` loads the champion and the index the same way the app does (so it also refuses an
+index built by another model version) and prints the best products for one photo, as a table
+for people or ``--json`` for scripts. Kept apart from the CLI module so that ``shoplens --help``
+never imports torch, MLflow or FastAPI.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from shoplens.data.images import read_image_bytes
+
+
+def search(cfg: DictConfig, photo: str, k: int | None, category: str | None, as_json: bool) -> int:
+    from shoplens.serving.searcher import Searcher, UnknownCategory
+
+    k = int(cfg.search.k_default) if k is None else k
+    if not 1 <= k <= int(cfg.search.k_max):
+        print(f"shoplens search: --k must be between 1 and {cfg.search.k_max}", file=sys.stderr)
+        return 2
+    searcher = Searcher(cfg)
+    try:
+        hits = searcher.search(read_image_bytes(Path(photo), searcher.limits), k, category)
+    except UnknownCategory as err:
+        print(f"shoplens search: {err}", file=sys.stderr)
+        return 2
+    if as_json:
+        payload = {
+            "model_name": searcher.model.name,
+            "model_version": searcher.model.version,
+            "results": [asdict(h) for h in hits],
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"{len(hits)} products like {photo} ({searcher.model.name} v{searcher.model.version})")
+    print(f"{'rank':>4}  {'score':>7}  {'product_id':<24} {'category':<16} image")
+    for rank, h in enumerate(hits, 1):
+        print(f"{rank:>4}  {h.score:7.4f}  {h.product_id:<24} {h.category:<16} {h.path}")
+    return 0
+
+
+def serve(cfg: DictConfig) -> int:
+    from shoplens.serving.app import serve as run_server
+
+    run_server(cfg)
+    return 0

@@ -1,0 +1,158 @@
+"""Photo in, products out: the one code path behind ``shoplens search`` and the HTTP service.
+
+A shopper's upload goes through exactly the validation the preprocess stage applies to catalog
+files (``load_rgb`` with :class:`ImageLimits`) and the same letterbox to the model's input
+size, so a catalog photo uploaded as a query lands on its own product at rank 1. Additions and
+removals are written back to the index directory at once (under one lock, so two writers never
+interleave their files), which is what lets a restarted service see them.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+from PIL import Image
+
+from shoplens.data.cache import open_cache
+from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CATEGORY, PATH, PRODUCT_ID
+from shoplens.data.images import ImageLimits, letterbox, load_rgb
+from shoplens.search import CatalogIndex, ProductHit
+from shoplens.search.catalog_index import META_FILE, TABLE_FILE
+from shoplens.serving.model import LoadedModel, load_champion
+from shoplens.tracking import configure_mlflow
+
+IMAGE_MAP, UPLOADS = "images.parquet", "uploads"
+
+
+class UnknownProduct(LookupError):
+    """No photo of this product is indexed."""
+
+
+class UnknownCategory(ValueError):
+    """A category neither the model nor the index knows."""
+
+
+class Searcher:
+    def __init__(self, cfg: DictConfig, model: LoadedModel | None = None):
+        self.dir = Path(cfg.search.dir)
+        if not (self.dir / META_FILE).is_file():
+            raise FileNotFoundError(f"no index in {self.dir}: run `shoplens index` first")
+        if model is None:
+            configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
+            model = load_champion(str(cfg.registry.model_name))
+        self.model = model
+        # Raises IndexModelMismatch: vectors of another model are not comparable to ours.
+        self.index = CatalogIndex.load(self.dir, model.name, model.version)
+        self.limits = ImageLimits(
+            min_size=int(cfg.preprocess.min_size),
+            max_pixels=int(cfg.search.max_pixels),
+            max_file_bytes=int(cfg.search.max_upload_bytes),
+        )
+        self.search_cfg = cfg.search
+        table = pd.read_parquet(self.dir / TABLE_FILE)
+        self._photos = {  # product_id -> [(image id, path)]: the service's own product lookup
+            pid: list(zip(g["id"].tolist(), g[PATH].tolist(), strict=True))
+            for pid, g in table.groupby(PRODUCT_ID)
+        }
+        self.categories = sorted(set(model.categories) | set(table[CATEGORY]))
+        images = pd.read_parquet(self.dir / IMAGE_MAP)
+        self._cache_rows = dict(zip(images["id"], images[CACHE_INDEX], strict=True))
+        cache = Path(cfg.paths.catalog_dir) / CACHE_FILE
+        self._cache = open_cache(cache) if cache.is_file() else None
+        self._write = threading.Lock()
+
+    # -- queries ---------------------------------------------------------------------------
+    def photo(self, data: bytes) -> np.ndarray:
+        """Validate and letterbox an upload; raises InvalidImageError(reason)."""
+        return letterbox(load_rgb(data, self.limits), self.model.image_size).copy()  # writable
+
+    def check_category(self, category: str | None) -> None:
+        if category is not None and category not in self.categories:
+            raise UnknownCategory(
+                f"unknown category {category!r}; known: {', '.join(self.categories)}"
+            )
+
+    def search_pixels(self, pixels: np.ndarray, k: int, category: str | None = None):
+        self.check_category(category)
+        query = self.model.embed(pixels[None])
+        if category is None and self.search_cfg.narrow_by_category and self.model.has_logits:
+            return self._narrowed(pixels, query, k)
+        return self.index.search(query, k, category)[0]
+
+    def _narrowed(self, pixels: np.ndarray, query: np.ndarray, k: int) -> list[ProductHit]:
+        """Search only the classifier's top categories: fewer vectors per query, and no
+        look-alikes from a category the photo clearly is not."""
+        logits = self.model.logits(pixels[None])[0]
+        top = np.argsort(-logits)[: int(self.search_cfg.narrow_top_categories)]
+        hits = [h for c in top for h in self.index.search(query, k, self.model.categories[c])[0]]
+        return sorted(hits, key=lambda h: -h.score)[:k]
+
+    def search(self, data: bytes, k: int, category: str | None = None) -> list[ProductHit]:
+        return self.search_pixels(self.photo(data), k, category)
+
+    def similar(self, product_id: str, k: int, category: str | None = None) -> list[ProductHit]:
+        """Products that look like ``product_id``'s first photo (itself left out)."""
+        photos = self._photos.get(product_id)
+        if not photos:
+            raise UnknownProduct(f"no product {product_id!r} in the index")
+        pixels = self.image_pixels(photos[0][0])
+        hits = self.search_pixels(pixels, k + 1, category)
+        return [h for h in hits if h.product_id != product_id][:k]
+
+    # -- images ----------------------------------------------------------------------------
+    def image_pixels(self, image_id: int) -> np.ndarray:
+        if image_id in self._cache_rows and self._cache is not None:
+            return np.asarray(self._cache[self._cache_rows[image_id]])
+        path = next((p for ps in self._photos.values() for i, p in ps if i == image_id), None)
+        if path is None or not path.startswith(f"{UPLOADS}/"):
+            raise UnknownProduct(f"no image {image_id} in the index")
+        return np.asarray(Image.open(self.dir / path).convert("RGB"))
+
+    def image_png(self, image_id: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(self.image_pixels(image_id)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    # -- changes, persisted ------------------------------------------------------------------
+    def add_product(self, product_id: str, category: str, data: bytes) -> list[int]:
+        self.check_category(category)
+        pixels = self.photo(data)
+        vector = self.model.embed(pixels[None])
+        rel = f"{UPLOADS}/{uuid.uuid4().hex}.png"
+        (self.dir / UPLOADS).mkdir(exist_ok=True)
+        Image.fromarray(pixels).save(self.dir / rel)
+        row = pd.DataFrame({PATH: [rel], PRODUCT_ID: [product_id], CATEGORY: [category]})
+        with self._write:
+            ids = self.index.add_products(row, vector).tolist()
+            self._photos.setdefault(product_id, []).append((ids[0], rel))
+            self.index.save(self.dir)
+        return ids
+
+    def remove_product(self, product_id: str) -> int:
+        with self._write:
+            removed = self.index.remove_product(product_id)
+            if not removed:
+                raise UnknownProduct(f"no product {product_id!r} in the index")
+            for _, path in self._photos.pop(product_id, []):
+                if path.startswith(f"{UPLOADS}/"):
+                    (self.dir / path).unlink(missing_ok=True)
+            self.index.save(self.dir)
+        return removed
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model_name": self.model.name,
+            "model_version": self.model.version,
+            "index_kind": self.index.meta["index_kind"],
+            "index_size": len(self.index),
+            "products": self.index.n_products,
+            "categories": self.categories,
+        }

@@ -1,21 +1,48 @@
-"""``shoplens summary``: what the last pipeline run produced, in a few lines."""
+"""``shoplens summary``: what the last pipeline run produced, in a few lines.
+
+Reads what the stages write: ``<reports>/preprocess/summary.json``, ``<reports>/train/
+metrics.json``, ``<reports>/metrics.json`` (evaluate: ``baseline`` and ``finetuned`` blocks) and
+``<reports>/registry.json`` (register: the gate's decision), where ``<reports>`` is
+``paths.reports_dir`` of the project's ``params.yaml``.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from shoplens.config import load_config, repo_root
+
+NAN = float("nan")
 
 
 def _read(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def print_summary() -> int:
-    root = repo_root()
-    cfg = load_config(params=root / "params.yaml")
-    reports = root / cfg.paths.reports_dir
+def _num(value) -> float:
+    return NAN if value is None else float(value)
+
+
+def _mlflow_ui(configured: str | None, root: Path) -> str:
+    """How to look at the runs: the store the stages used (as ``shoplens.tracking.tracking_uri``
+    resolves it, against ``root``), without any password the URI carries."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}"
+        uri = urlunsplit(parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else "")))
+    if parts.scheme in ("http", "https"):
+        return f"open {uri} (MLflow tracking server)"
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
+def summary_lines(root: Path) -> list[str]:
+    params = root / "params.yaml"
+    cfg = load_config(params=params) if params.is_file() else None
+    reports = root / (cfg.paths.reports_dir if cfg else "reports")
     lines = ["", "shoplens pipeline summary", "========================="]
     if pre := _read(reports / "preprocess" / "summary.json"):
         lines.append(
@@ -27,20 +54,38 @@ def print_summary() -> int:
         lines.append(f"            preview: {reports / 'preprocess' / 'preview.png'}")
     if train := _read(reports / "train" / "metrics.json"):
         lines.append(
-            f"train       val Recall@1 {train.get('val_recall@1', float('nan')):.3f} "
-            f"(untrained projection {train.get('val_recall@1_initial') or float('nan'):.3f}) "
+            f"train       val Recall@1 {_num(train.get('val_recall@1')):.3f} "
+            f"(untrained projection {_num(train.get('val_recall@1_initial')):.3f}) "
             f"after {train.get('epochs')} epochs"
         )
     if metrics := _read(reports / "metrics.json"):
         base, tuned = metrics.get("baseline", {}), metrics.get("finetuned", {})
-        lines.append(
-            f"evaluate    test Recall@1 baseline {base.get('recall@1', float('nan')):.3f} -> "
-            f"fine-tuned {tuned.get('recall@1', float('nan')):.3f}"
+        line = (
+            f"evaluate    test Recall@1 baseline {_num(base.get('recall@1')):.3f} -> "
+            f"fine-tuned {_num(tuned.get('recall@1')):.3f}"
         )
+        if "photo_recall@1" in tuned:
+            line += (
+                f" (shopper photos {_num(base.get('photo_recall@1')):.3f} -> "
+                f"{_num(tuned.get('photo_recall@1')):.3f})"
+            )
+        lines.append(line)
     if registry := _read(reports / "registry.json"):
-        lines.append(f"register    {registry.get('decision')}: {registry.get('reason')}")
+        model = f"{registry.get('model_name')} v{registry.get('version')}"
+        if registry.get("promoted"):
+            outcome = "promoted"
+        else:
+            outcome = f"champion: v{registry.get('champion_version')}"
+        lines.append(
+            f"register    {model} is {registry.get('decision')} ({outcome}): "
+            f"{registry.get('reason')}"
+        )
     if len(lines) == 3:
         lines.append("nothing yet: run `make demo` (or `dvc repro`)")
-    lines.append(f"MLflow UI   mlflow ui --backend-store-uri sqlite:///{root / 'mlflow.db'}")
-    print("\n".join(lines))
+    lines.append(f"MLflow UI   {_mlflow_ui(cfg.tracking.uri if cfg else None, root)}")
+    return lines
+
+
+def print_summary(root: Path | None = None) -> int:
+    print("\n".join(summary_lines(Path(root) if root else repo_root())))
     return 0

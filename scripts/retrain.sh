@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# Retrain shoplens through the DVC pipeline and report what happened; what the GitHub workflow
+# .github/workflows/retrain.yml runs, and usable the same way on a laptop:
+#
+#   scripts/retrain.sh                                        # dvc repro (conf/ as committed)
+#   scripts/retrain.sh -S loss=arcface -S optimizer.lr=3e-4   # dvc exp run -S ... (an experiment)
+#   scripts/retrain.sh --dry-run -S loss=arcface              # print the commands, run nothing
+#
+# Steps: pull the DVC-tracked data and outputs from the default remote (skipped when there is
+# none, e.g. the embedded Fashion-MNIST default read from Debian's package), run the pipeline
+# (preprocess -> train -> evaluate -> register: the register stage's promotion gate decides
+# whether alias `champion` moves), then write a markdown summary: `dvc metrics diff --md` and
+# the registry decision (reports/registry.json). The summary goes to $GITHUB_STEP_SUMMARY when
+# set, else to stdout; it is always kept as <reports_dir>/retrain_summary.md.
+#
+# Exit status: that of the pipeline. A model that does not beat the champion is a successful
+# retrain (exit 0: the gate kept the champion and registered the model as `challenger`).
+#
+# Credentials come from the environment only: MLFLOW_TRACKING_URI (else sqlite mlflow.db at the
+# repository root), MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD, and the DVC remote's
+# (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ...). Empty ones (an unset GitHub secret) are unset.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: scripts/retrain.sh [--dry-run] [--no-pull] [-S key=value ...]
+
+  -S, --set-param key=value  a Hydra override of conf/ (repeatable): runs `dvc exp run -S ...`;
+                             a bare key=value is taken as -S key=value
+  --no-pull                  do not `dvc pull` before running
+  -n, --dry-run              print the commands that would run, run nothing
+  -h, --help                 this help
+EOF
+}
+
+dry_run=0
+pull=1
+overrides=()
+while (($#)); do
+  case "$1" in
+    -n | --dry-run) dry_run=1 ;;
+    --no-pull) pull=0 ;;
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -S | --set-param)
+      if (($# < 2)) || [[ "$2" != *=* ]]; then
+        echo "retrain.sh: $1 needs a key=value argument" >&2
+        exit 2
+      fi
+      overrides+=("$2")
+      shift
+      ;;
+    -S*=* | --set-param=*=*)
+      value="${1#--set-param=}"
+      overrides+=("${value#-S}")
+      ;;
+    -*)
+      echo "retrain.sh: unknown option $1" >&2
+      usage >&2
+      exit 2
+      ;;
+    *=*) overrides+=("$1") ;;
+    *)
+      echo "retrain.sh: unexpected argument '$1' (overrides are key=value)" >&2
+      exit 2
+      ;;
+  esac
+  shift
+done
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+# The stages call `shoplens`, so the project's venv (where there is one) goes first on PATH.
+if [[ -x "$root/.venv/bin/dvc" ]]; then
+  PATH="$root/.venv/bin:$PATH"
+fi
+python="$(command -v python || command -v python3)"
+if [[ -x "$root/.venv/bin/python" ]]; then
+  python="$root/.venv/bin/python"
+fi
+
+# An unset GitHub secret arrives as an empty variable: unset it so clients use their defaults.
+for name in MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD \
+  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN; do
+  if [[ -v "$name" && -z "${!name}" ]]; then
+    unset "$name"
+  fi
+done
+
+# Where the stages write their reports (paths.reports_dir of params.yaml).
+reports_dir="$("$python" - <<'EOF' 2>/dev/null || echo reports
+import yaml
+
+print(((yaml.safe_load(open("params.yaml")) or {}).get("paths") or {}).get("reports_dir") or "reports")
+EOF
+)"
+
+# Print a command (shell-quoted); run it unless this is a dry run.
+run() {
+  printf '+'
+  printf ' %q' "$@"
+  printf '\n'
+  if ((!dry_run)); then
+    "$@"
+  fi
+}
+
+# `dvc exp run` composes params.yaml from conf/ itself; `dvc repro` reads it as it is, so make
+# sure it says what conf/ says (someone may have edited conf/ without `make params`).
+compose_params() {
+  "$python" - "$@" <<'EOF'
+import filecmp
+import os
+import sys
+import tempfile
+
+from dvc.utils.hydra import compose_and_dump
+
+check = sys.argv[1:] == ["--check"]
+with tempfile.TemporaryDirectory() as tmp:
+    fresh = os.path.join(tmp, "params.yaml")
+    compose_and_dump(fresh, os.path.abspath("conf"), None, "config", os.getcwd(), [])
+    if os.path.isfile("params.yaml") and filecmp.cmp(fresh, "params.yaml", shallow=False):
+        sys.exit(0)
+    if check:
+        sys.exit(3)  # stale (any error exits 1)
+    os.replace(fresh, "params.yaml")
+EOF
+}
+
+notes=()
+status=0  # the first failure's exit status: a failed step skips the rest but still reports
+if ((pull)); then
+  if remote="$(dvc remote default 2>/dev/null)" && [[ -n "$remote" ]]; then
+    # Outputs never pushed are simply rebuilt by the pipeline; any other error (credentials,
+    # network) fails the retrain.
+    run dvc pull --allow-missing || status=$?
+    if ((status)); then
+      notes+=("\`dvc pull\` from remote '$remote' failed (exit $status): the pipeline did not run.")
+    fi
+  else
+    notes+=("No default DVC remote: nothing pulled; the pipeline reads its data from data.root.")
+    echo "retrain.sh: no default DVC remote configured, skipping dvc pull"
+  fi
+fi
+
+if ((${#overrides[@]})); then
+  pipeline=(dvc exp run)
+  for override in "${overrides[@]}"; do
+    pipeline+=(-S "$override")
+  done
+else
+  pipeline=(dvc repro)
+  if ((dry_run)); then
+    echo "+ (recompose params.yaml from conf/ if it is out of date)"
+  elif ((!status)); then
+    stale=0
+    compose_params --check || stale=$?
+    if ((stale == 3)); then
+      compose_params || status=$?
+      notes+=("params.yaml was out of date with conf/: recomposed it before \`dvc repro\`.")
+      echo "retrain.sh: params.yaml was out of date with conf/, recomposed it"
+    elif ((stale)); then
+      status=$stale
+      notes+=("Composing conf/ into params.yaml failed (exit $stale): the pipeline did not run.")
+    fi
+  fi
+fi
+
+registry_before="$(cksum 2>/dev/null <"$reports_dir/registry.json" || true)"
+if ((!status)); then
+  run "${pipeline[@]}" || status=$?
+fi
+
+diff_cmd=(dvc metrics diff --md)
+summary_file="$reports_dir/retrain_summary.md"
+if ((dry_run)); then
+  printf '+'
+  printf ' %q' "${diff_cmd[@]}"
+  printf '\n+ (write the summary to %s)\n' "${GITHUB_STEP_SUMMARY:-$summary_file}"
+  exit 0
+fi
+
+# The registry decision as a markdown table, and KEY=VALUE lines for $GITHUB_OUTPUT.
+registry_report() {
+  "$python" - "$reports_dir/registry.json" "$1" <<'EOF'
+import json
+import sys
+from pathlib import Path
+
+path, form = Path(sys.argv[1]), sys.argv[2]
+if not path.is_file():
+    if form == "markdown":
+        print(f"No registry decision: `{path}` was not written (the pipeline stopped before it).")
+    sys.exit(0)
+r = json.loads(path.read_text())
+if form == "outputs":
+    print(f"decision={r.get('decision')}")
+    print(f"promoted={r.get('promoted')}")
+    print(f"model_version={r.get('version')}")
+    sys.exit(0)
+
+
+def fmt(value):
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+verdict = "promoted to champion" if r.get("promoted") else "champion kept"
+print(f"**{r.get('model_name')} v{r.get('version')}: {r.get('decision')}** ({verdict})\n")
+print("| | |\n|---|---|")
+rows = [
+    ("model", f"`{r.get('model_uri')}`"),
+    ("test Recall@1", fmt(r.get("recall@1"))),
+    ("previous champion", fmt(r.get("previous_champion_version"))),
+    ("previous champion Recall@1", fmt(r.get("previous_champion_recall@1"))),
+    ("champion now", fmt(r.get("champion_version"))),
+    ("margin", fmt(r.get("margin"))),
+    ("data version", f"`{r.get('data_version')}`"),
+]
+for key, value in rows:
+    print(f"| {key} | {value} |")
+print(f"\n{r.get('reason')}")
+EOF
+}
+
+mkdir -p "$reports_dir"
+{
+  echo "## shoplens retrain"
+  echo
+  # shellcheck disable=SC2016 # markdown backticks, not a command substitution
+  printf -- '- command: `%s`\n' "${pipeline[*]}"
+  if ((status)); then
+    echo "- result: **failed** (exit $status)"
+  else
+    echo "- result: pipeline succeeded"
+  fi
+  if [[ -n "${MLFLOW_TRACKING_URI:-}" ]]; then
+    echo "- MLflow: the tracking server in \$MLFLOW_TRACKING_URI"
+  else
+    echo "- MLflow: local store (no MLFLOW_TRACKING_URI; on a CI runner it is thrown away)"
+  fi
+  for note in "${notes[@]}"; do
+    echo "- $note"
+  done
+  echo
+  echo "### Metrics (\`dvc metrics diff\`: HEAD vs this run)"
+  echo
+  # HEAD has no metrics when reports/ is not committed: the table then shows only new values.
+  metrics_diff="$("${diff_cmd[@]}" 2>&1)" || metrics_diff+=$'\n(dvc metrics diff failed)'
+  echo "${metrics_diff:-No metric changed.}"
+  echo
+  echo "### Registry decision"
+  echo
+  registry_report markdown 2>&1 || echo "(could not read $reports_dir/registry.json)"
+  registry_after="$(cksum 2>/dev/null <"$reports_dir/registry.json" || true)"
+  if [[ -n "$registry_before" && "$registry_before" == "$registry_after" ]]; then
+    echo
+    echo "_This run did not re-run the gate: the decision above is from an earlier run._"
+  fi
+} >"$summary_file"
+
+if [[ -n "${GITHUB_STEP_SUMMARY:-}" ]]; then
+  cat "$summary_file" >>"$GITHUB_STEP_SUMMARY"
+else
+  cat "$summary_file"
+fi
+if [[ -n "${GITHUB_OUTPUT:-}" ]]; then
+  registry_report outputs >>"$GITHUB_OUTPUT" || true
+fi
+exit "$status"

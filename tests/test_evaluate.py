@@ -48,7 +48,9 @@ def test_metrics_have_both_blocks_with_every_key_in_unit_range(evaluated):
     cfg, metrics = evaluated
     assert json.loads((Path(cfg.paths.reports_dir) / "metrics.json").read_text()) == metrics
     assert set(metrics["baseline"]) == RETRIEVAL
-    assert set(metrics["finetuned"]) == RETRIEVAL | {"accuracy", "macro_f1"}
+    narrowed = {"narrowed_recall@1", "narrowed_recall@5", "narrowed_recall@10"}
+    narrowed |= {"photo_narrowed_recall@1", "photo_narrowed_recall@5"}
+    assert set(metrics["finetuned"]) == RETRIEVAL | {"accuracy", "macro_f1"} | narrowed
     for block in metrics.values():
         assert all(0.0 <= v <= 1.0 for v in block.values()), block
         assert block["recall@1"] <= block["recall@5"] <= block["recall@10"]
@@ -101,6 +103,25 @@ def test_metrics_and_plots_land_on_the_training_run(evaluated):
     )
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/retrieval_gallery.png"} <= artifacts
+
+
+def test_narrowing_searches_only_the_heads_top_categories():
+    """Query 0 (category 0) has a nearer look-alike from category 1 than its own category's
+    image. Narrowed to a head that is right, the look-alike is out of the way; narrowed to a head
+    that is wrong, the query cannot find its category at all."""
+    from shoplens.evaluation.report import narrowed_recall
+
+    gallery = torch.tensor([[1.0, 0.0], [0.8, 0.6]])  # category 1 look-alike, category 0 item
+    gallery_labels = torch.tensor([1, 0])
+    queries, query_labels = torch.tensor([[0.99, 0.14]]), torch.tensor([0])
+    assert recall_at_k(queries, query_labels, gallery, gallery_labels, ks=(1,))["recall@1"] == 0
+
+    def narrowed(logits):
+        args = (queries, torch.tensor([logits]), query_labels, gallery, gallery_labels, (1, 2))
+        return narrowed_recall(*args, top_categories=1)
+
+    assert narrowed([2.0, 0.0]) == {"narrowed_recall@1": 1.0, "narrowed_recall@2": 1.0}
+    assert narrowed([0.0, 2.0]) == {"narrowed_recall@1": 0.0, "narrowed_recall@2": 0.0}
 
 
 def test_recall_stays_small_in_deterministic_mode():

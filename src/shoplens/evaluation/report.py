@@ -40,6 +40,28 @@ def retrieval_metrics(
     return out
 
 
+def narrowed_recall(
+    queries: torch.Tensor,
+    query_logits: torch.Tensor,
+    query_labels: torch.Tensor,
+    gallery: torch.Tensor,
+    gallery_labels: torch.Tensor,
+    ks: Sequence[int],
+    top_categories: int,
+    prefix: str = "",
+) -> dict[str, float]:
+    """``{prefix}narrowed_recall@K``: Recall@K when each query searches only the gallery images
+    of its ``top_categories`` predicted categories, as ``search.narrow_by_category`` does.
+
+    It helps when the head is surer of the category than the embedding's nearest neighbours
+    are, and hurts when the head's top categories miss the true one: measured, not assumed.
+    """
+    top = query_logits.topk(min(top_categories, query_logits.shape[1]), dim=1).indices
+    allowed = (gallery_labels[None, None, :] == top[:, :, None]).any(dim=1)
+    recalls = recall_at_k(queries, query_labels, gallery, gallery_labels, ks, allowed=allowed)
+    return {f"{prefix}narrowed_{name}": value for name, value in recalls.items()}
+
+
 def classification_metrics(
     predictions: torch.Tensor, labels: torch.Tensor, num_classes: int
 ) -> tuple[dict[str, float], MulticlassConfusionMatrix]:
@@ -124,13 +146,15 @@ def compare(
     categories: Sequence[str],
     ks: Sequence[int],
     photo_ks: Sequence[int],
+    narrow_top_categories: int = 2,
 ) -> Comparison:
     """Metrics of both models from :func:`~shoplens.evaluation.embed.embed` outputs.
 
     ``clean``: every test image (``baseline``, ``finetuned``, optional ``logits``, ``labels``,
     ``is_query``); ``photos``: the simulated shopper photos of the queries. Both models rank
     against the same clean gallery. Category predictions come from the head where there is one,
-    else from the nearest gallery image (what search would show).
+    else from the nearest gallery image (what search would show). With a head, the fine-tuned
+    block also holds Recall@K narrowed to the head's ``narrow_top_categories`` categories.
     """
     is_query, labels = clean["is_query"], clean["labels"]
     query_labels, gallery_labels = labels[is_query], labels[~is_query]
@@ -150,5 +174,14 @@ def compare(
     scores, confusion = classification_metrics(predicted, actual, len(categories))
     if "logits" in clean:
         metrics["finetuned"] |= scores
+        queries, gallery = pairs["finetuned"]
+        narrow = {"top_categories": narrow_top_categories}
+        metrics["finetuned"] |= narrowed_recall(
+            queries, clean["logits"][is_query], query_labels, gallery, gallery_labels, ks, **narrow
+        )
+        metrics["finetuned"] |= narrowed_recall(
+            photos["finetuned"], photos["logits"], photos["labels"], gallery, gallery_labels,
+            photo_ks, **narrow, prefix="photo_",
+        )  # fmt: skip
     per_category = per_category_recall(pairs, query_labels, gallery_labels, categories)
     return Comparison(metrics, actual, predicted, confusion, per_category)

@@ -41,9 +41,16 @@ def recall_at_k(
     gallery: torch.Tensor,
     gallery_labels: torch.Tensor,
     ks: Sequence[int] = (1, 5, 10),
+    allowed: torch.Tensor | None = None,
 ) -> dict[str, float]:
+    """``allowed``: optional ``[queries, gallery]`` mask of what each query's search may
+    return; the rest rank below every allowed image (cosine scores are >= -1) and never count
+    as hits, as if search had never looked at them."""
     scores = cosine_scores(queries, gallery)
     relevant = query_labels[:, None] == gallery_labels[None, :]
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed.bool(), -3.0)
+        relevant = relevant & allowed.bool()
     indexes = torch.arange(len(queries))[:, None].expand_as(scores)
     out = {}
     with _native_bincount():

@@ -75,7 +75,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     transform = build_eval_transform(size, spec.mean, spec.std)
     clean = embed(CachedImages(test, cache_path, transform), forward, **loader, desc="test images")
     photos = embed(PhotoQueries(queries, cache_path, simulation), forward, **loader, desc="photos")
-    result = compare(clean, photos, categories, cfg.evaluate.ks, cfg.evaluate.photo_ks)
+    ks, photo_ks, narrow = cfg.evaluate.ks, cfg.evaluate.photo_ks, cfg.search.narrow_top_categories
+    result = compare(clean, photos, categories, ks, photo_ks, int(narrow))
     if "logits" in clean and not tuned.cfg.loss.classification_weight:
         log.warning(
             "loss.classification_weight is 0: the category head never trained, so accuracy, "

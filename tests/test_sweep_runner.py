@@ -51,6 +51,22 @@ def test_n_trials_is_the_total_and_a_rerun_resumes(tmp_path):
     assert (tmp_path / "best.yaml").read_text().count("trial: 2") == 1
 
 
+def test_enqueued_parameters_run_first_and_only_once(tmp_path):
+    """The default config as trial 0: the baseline every sampled trial is compared with."""
+    seen = []
+
+    def objective(overrides, number):
+        seen.append(overrides)
+        return 0.5
+
+    default = {"x": 0.25, "k": "b"}
+    _sweep(tmp_path, objective, n_trials=2, enqueue=[default])
+    study = _sweep(tmp_path, objective, n_trials=3, enqueue=[default])  # resumed: not again
+    assert study.trials[0].params == default
+    assert seen[0] == ["x=0.25", "fixed=3", "k=b"]
+    assert [t.params for t in study.trials[1:]].count(default) == 0
+
+
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path):
     def objective(overrides, number):
         if number == 1:

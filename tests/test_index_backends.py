@@ -260,3 +260,12 @@ def test_filtered_search_survives_faiss_torch_utils(kind, data, tmp_path):
     _, found = index.search(data.vectors[:5], 5, allowed_ids=allowed)
     assert np.isin(found[found >= 0], allowed).all()
     assert ((found >= 0).sum(axis=1) == 5).all()
+
+
+def test_auto_kind_is_exact_for_small_catalogs_and_ivf_for_large():
+    auto = IndexConfig(kind="auto", auto_exact_max=1000)
+    assert auto.for_size(1000).kind == "exact"
+    assert auto.for_size(1001).kind == "ivf"
+    assert IndexConfig(kind="hnsw").for_size(10**9).kind == "hnsw", "explicit kinds stay"
+    with pytest.raises(ValueError, match="for_size"):
+        auto.build(8)

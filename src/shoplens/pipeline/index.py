@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rows = manifest[CACHE_INDEX].to_numpy(np.int64)
     vectors = embed_cache(model, cache, rows, int(cfg.search.batch_size))
 
-    config = index_config(cfg)
+    config = index_config(cfg).for_size(len(rows))
     catalog = CatalogIndex.create(
         config, model.embedding_dim, model.name, model.version, model.preprocessing()
     )

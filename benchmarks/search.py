@@ -15,6 +15,9 @@ concurrent requests on separate cores anyway, and on a shared, oversubscribed ma
 spin-waiting made multi-threaded single-query timings 10-30x slower and erratic. Builds use
 FAISS' default thread count.
 
+Then ``search_http`` times end-to-end ``POST /search`` on a real ``shoplens serve`` process
+(one client, then ``--http-concurrency`` clients), when ``make demo`` has built an index.
+
 Target (search issue): at 1M, an approximate index >= 20x faster than exact per single query
 with hit@1 >= 0.99 against exact. Writes reports/benchmarks/search.json.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import search_http  # this directory's end-to-end /search benchmark
 
 from shoplens.search import IndexConfig, agreement
 from shoplens.search.synthetic import clustered_catalog
@@ -126,52 +130,6 @@ def _fmt(r: dict) -> str:
     )
 
 
-def end_to_end_search(args, size: int) -> list[dict]:
-    """HTTP ``/search`` latency (upload -> validate -> embed -> CatalogIndex.search -> JSON)
-    against the repository's own index (``shoplens index``) and MLflow champion, in process via
-    FastAPI's TestClient, with catalog photos as PNG queries. Runs once (first size); [] when
-    there is no built index. hit@1: the query photo's own product came back first."""
-    import io
-
-    import pandas as pd
-    from fastapi.testclient import TestClient
-    from PIL import Image
-
-    from shoplens.config import load_config
-    from shoplens.data.cache import open_cache
-    from shoplens.serving.app import create_app, single_threaded_inference
-
-    cfg = load_config()
-    index_dir, catalog = Path(cfg.search.dir), Path(cfg.paths.catalog_dir)
-    if size != args.sizes[0] or not (index_dir / "meta.json").is_file():
-        return []
-    single_threaded_inference()  # as `shoplens serve` runs
-    client = TestClient(create_app(cfg))
-    manifest = pd.read_parquet(catalog / "manifest.parquet")
-    picks = np.random.default_rng(0).choice(len(manifest), min(args.queries, len(manifest)), False)
-    cache, times, hits = open_cache(catalog / "images.npy"), [], []
-    for row in manifest.iloc[picks].itertuples():
-        buffer = io.BytesIO()
-        Image.fromarray(np.asarray(cache[row.cache_index])).save(buffer, format="PNG")
-        start = time.perf_counter()
-        body = client.post(
-            "/search", files={"image": ("q.png", buffer.getvalue())}, data={"k": args.k}
-        ).json()
-        times.append(time.perf_counter() - start)
-        hits.append(body["results"][0]["product_id"] == row.product_id)
-    ms = np.array(times) * 1000
-    health = client.get("/health").json()
-    return [
-        {
-            "size": health["index_size"], "kind": "http", "default": True,
-            "params": f"{health['index_kind']} model v{health['model_version']}",
-            "build_s": 0.0, "bytes": 0, "single_p50_ms": float(np.percentile(ms, 50)),
-            "single_p99_ms": float(np.percentile(ms, 99)), "batch_p50_ms": float("nan"),
-            "batch_p99_ms": float("nan"), "hit@1": float(np.mean(hits)), "recall@10": float("nan"),
-        }
-    ]  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -192,6 +150,8 @@ def main() -> None:
     parser.add_argument("--view-noise", type=float, default=1.0, help="photo noise (harder: up)")
     parser.add_argument("--product-spread", type=float, default=1.0)
     parser.add_argument("--categories", type=int, default=None, help="default: size // 1000")
+    parser.add_argument("--http-requests", type=int, default=400, help="0: skip /search")
+    parser.add_argument("--http-concurrency", type=int, default=4)
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/search.json"))
     args = parser.parse_args()
     overrides = {k: int(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -222,15 +182,21 @@ def main() -> None:
         for r in rows:
             if r["size"] == size:
                 r["speedup"] = exact_p50["single_p50_ms"] / r["single_p50_ms"]
-        rows += end_to_end_search(args, size)
         del data
         gc.collect()
 
+    http = []
+    if args.http_requests:  # after the index rows, so the two never compete for the cores
+        http = search_http.run(args.queries, args.k, args.http_concurrency, args.http_requests)
     print("\n" + HEADER)
     for r in rows:
         print(_fmt(r))
+    if http:
+        print("\n" + search_http.HEADER)
+        for r in http:
+            print(search_http.fmt(r))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}
+    report = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "http": http}
     args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(f"\nwrote {args.out}")
 

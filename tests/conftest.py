@@ -54,7 +54,9 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         f"paths.catalog_dir={tmp / 'catalog'}",
         f"paths.reports_dir={tmp / 'reports'}",
         f"paths.artifacts_dir={tmp / 'artifacts'}",
-        "preprocess.cache_size=32",
+        # Larger than the model's input, as in production (80 vs 64): training crops and
+        # resizes from the cache, and search must preprocess uploads the same way.
+        "preprocess.cache_size=40",
         "preprocess.near_duplicate_distance=0",
         "backbone.name=test_efficientnet",
         "backbone.pretrained=false",

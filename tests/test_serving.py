@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -16,6 +17,7 @@ from serving_helpers import build_index, new_product_photo, noise_png, png
 
 from shoplens.cli import main
 from shoplens.config import compose_config
+from shoplens.data.cache import open_cache
 from shoplens.search import IndexModelMismatch
 from shoplens.serving.app import create_app
 from shoplens.serving.model import load_champion
@@ -57,7 +59,8 @@ def test_catalog_photo_finds_its_product_and_category_filter(client, catalog):
     for _, row in catalog.sample(6, random_state=0).iterrows():
         body = _search(client, Path(row["path"]).read_bytes(), k=5).json()
         assert body["results"][0]["product_id"] == row["product_id"], body
-        assert body["results"][0]["score"] > 0.99 and len(body["results"]) == 5
+        # The upload is preprocessed exactly as its indexed copy: the same vector, not a near one.
+        assert body["results"][0]["score"] > 0.9999 and len(body["results"]) == 5
     image = client.get(body["results"][0]["image_url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     category = sorted(set(catalog["category"]) - {row["category"]})[0]
@@ -67,6 +70,20 @@ def test_catalog_photo_finds_its_product_and_category_filter(client, catalog):
     similar = client.get(f"/products/{row['product_id']}/similar", params={"k": 3}).json()
     assert len(similar["results"]) == 3
     assert row["product_id"] not in {r["product_id"] for r in similar["results"]}
+
+
+def test_an_uploaded_catalog_photo_is_preprocessed_exactly_like_its_indexed_copy(
+    setup, client, catalog
+):
+    """The index embedded the preprocess cache; an upload of the same file must reach the model
+    as the same pixels (conftest's cache is larger than the model input, as in production)."""
+    _, cfg, model = setup
+    cache = open_cache(Path(cfg.paths.catalog_dir) / "images.npy")
+    assert cache.shape[1] != model.image_size, "the check needs a cache larger than the input"
+    searcher = client.app.state.searcher
+    for _, row in catalog.sample(3, random_state=1).iterrows():
+        uploaded = searcher.photo(Path(row["path"]).read_bytes())
+        assert np.array_equal(uploaded, np.asarray(cache[row["cache_index"]]))
 
 
 def test_added_product_is_found_deleted_and_both_survive_a_restart(setup, client):

@@ -56,6 +56,12 @@ class Searcher:
             max_file_bytes=int(cfg.search.max_upload_bytes),
         )
         self.search_cfg = cfg.search
+        # Uploads are letterboxed to the side the catalog cache has (what the index embedded),
+        # and the model resizes both alike: a catalog photo uploaded as a file then embeds
+        # exactly as its indexed copy. Letterboxing straight to the model's input size took
+        # another resampling path, scored a product's own photo ~0.998, and let look-alikes
+        # at 0.999 outrank it (hit@1 0.86 in benchmarks/search_http.py).
+        self.photo_size = int(cfg.preprocess.cache_size)
         self.categories = sorted(set(model.categories) | set(self.index.categories))
         images = pd.read_parquet(self.dir / IMAGE_MAP)
         self._cache_rows = dict(zip(images["id"], images[CACHE_INDEX], strict=True))
@@ -65,8 +71,8 @@ class Searcher:
 
     # -- queries ---------------------------------------------------------------------------
     def photo(self, data: bytes) -> np.ndarray:
-        """Validate and letterbox an upload; raises InvalidImageError(reason)."""
-        return letterbox(load_rgb(data, self.limits), self.model.image_size).copy()  # writable
+        """Validate and letterbox an upload as preprocess does; raises InvalidImageError."""
+        return letterbox(load_rgb(data, self.limits), self.photo_size).copy()  # writable
 
     def check_category(self, category: str | None) -> None:
         if category is not None and category not in self.categories:

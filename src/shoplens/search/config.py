@@ -10,8 +10,8 @@ vectors (single-query top-10, one thread, against exact's 40-50 ms):
 * ivfpq, pq 32x8, refine_k=16: 0.6 ms, hit@1 1.000, recall@10 0.960 (refine_k=4: ~0.80).
 
 ``kind="auto"`` (the default) picks by catalog size from the same benchmark: exact search
-costs ~0.3 ms at 10k and ~8 ms at 100k per query, small beside the ~30 ms a photo's
-embedding takes, and is never wrong; at 1M it costs ~50 ms, where IVF answers in ~1 ms with
+costs ~0.3 ms at 10k and ~5 ms at 100k per query, small beside the ~13 ms a whole
+``/search`` request takes (benchmarks/search_http.py), and is never wrong; at 1M it costs ~50 ms, where IVF answers in ~1 ms with
 hit@1 1.000. So exact up to ``auto_exact_max`` photos, IVF above.
 """
 

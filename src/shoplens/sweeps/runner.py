@@ -20,7 +20,6 @@ import os
 import socket
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -30,31 +29,11 @@ from shoplens.sweeps import study as studies
 from shoplens.sweeps.best import OVERRIDES_ATTR, write_best
 from shoplens.sweeps.context import TrialHook, trial_scope
 from shoplens.sweeps.runs import SweepRuns, redact
+from shoplens.sweeps.settings import Settings
 from shoplens.sweeps.space import SearchSpace
 from shoplens.sweeps.trial import Heartbeat, Interrupts
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Settings:
-    """``hydra.sweeper.*`` (see hydra_plugins/shoplens_optuna_sweeper/config.py)."""
-
-    study_name: str = "shoplens"
-    storage: str | None = None
-    n_trials: int = 20
-    direction: str = "maximize"
-    sampler: str = "tpe"
-    seed: int | None = 42
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"
-    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
-    max_failure_rate: float = 0.25
-    heartbeat_interval: int | None = 60
-    grace_period: int | None = None
-    best_file: str | None = "reports/sweep/best.yaml"
-    mlflow: bool = True
-    enqueue: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SweepFailedError(RuntimeError):

@@ -9,11 +9,10 @@ metrics.json``, ``<reports>/metrics.json`` (evaluate: ``baseline`` and ``finetun
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from shoplens.config import load_config, repo_root
+from shoplens.tracking.store import redact, tracking_uri
 
 NAN = float("nan")
 
@@ -27,14 +26,9 @@ def _num(value) -> float:
 
 
 def _mlflow_ui(configured: str | None, root: Path) -> str:
-    """How to look at the runs: the store the stages used (as ``shoplens.tracking.tracking_uri``
-    resolves it, against ``root``), without any password the URI carries."""
-    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}"
-        uri = urlunsplit(parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else "")))
-    if parts.scheme in ("http", "https"):
+    """How to look at the runs: the store the stages used, without any password it carries."""
+    uri = redact(tracking_uri(configured, root))
+    if uri.startswith(("http://", "https://")):
         return f"open {uri} (MLflow tracking server)"
     return f"mlflow ui --backend-store-uri {uri}"
 

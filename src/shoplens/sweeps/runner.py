@@ -28,10 +28,11 @@ from optuna.trial import TrialState
 from shoplens.sweeps import study as studies
 from shoplens.sweeps.best import OVERRIDES_ATTR, write_best
 from shoplens.sweeps.context import TrialHook, trial_scope
-from shoplens.sweeps.runs import SweepRuns, redact
+from shoplens.sweeps.runs import SweepRuns
 from shoplens.sweeps.settings import Settings
 from shoplens.sweeps.space import SearchSpace
 from shoplens.sweeps.trial import Heartbeat, Interrupts
+from shoplens.tracking import redact
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
 
 from shoplens.tracking import configure_mlflow
 
@@ -123,11 +122,3 @@ def param_key(name: str) -> str:
     """An Optuna parameter name as an MLflow key (``loss.metric.margin [loss=arcface]`` has
     characters MLflow refuses)."""
     return re.sub(r"[^\w\-. /]", "_", name)
-
-
-def redact(url: str) -> str:
-    """A storage URL fit for a log line or a run parameter (no password)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]

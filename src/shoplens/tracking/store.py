@@ -12,16 +12,27 @@ import os
 from pathlib import Path
 
 import mlflow
+from sqlalchemy.engine import make_url
 
 from shoplens.config import repo_root
 
 
-def tracking_uri(configured: str | None = None) -> str:
+def tracking_uri(configured: str | None = None, root: Path | None = None) -> str:
+    """The configured URI, else ``$MLFLOW_TRACKING_URI``, else ``<root>/mlflow.db`` (``root``:
+    the repository root unless given)."""
     if configured:
         return configured
     if env := os.environ.get("MLFLOW_TRACKING_URI"):
         return env
-    return f"sqlite:///{repo_root() / 'mlflow.db'}"
+    return f"sqlite:///{(root or repo_root()) / 'mlflow.db'}"
+
+
+def redact(uri: str) -> str:
+    """A store or tracking URI fit for a log line, a run parameter or a printout: no password."""
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: keep only what follows any credentials
+        return uri.split("@")[-1]
 
 
 def artifact_root() -> str | None:

@@ -56,19 +56,28 @@ class ShoplensEmbedder(mlflow.pyfunc.PythonModel):
         output = (params or {}).get("output", "embedding")
         if output not in OUTPUTS:
             raise ValueError(f"params output must be one of {OUTPUTS}, got {output!r}")
+        if output == "logits" and not self.widths["logits"]:
+            raise ValueError("this model has no category head: no logits to return")
+        return self.heads(model_input)[output]
+
+    def heads(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of one forward pass: ``embedding``, and ``logits`` with a head (search
+        narrowed by category needs both for one photo)."""
         images = np.asarray(model_input)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(
                 f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}"
             )
-        if output == "logits" and not self.widths["logits"]:
-            raise ValueError("this model has no category head: no logits to return")
-        parts = [torch.zeros(0, self.widths[output])]  # an empty request gets (0, width)
+        names = [name for name in OUTPUTS if self.widths[name]]
+        parts = {name: [torch.zeros(0, self.widths[name])] for name in names}  # empty -> (0, w)
         with torch.inference_mode():
             for start in range(0, len(images), CHUNK):
-                heads = self.program(self._prepare(images[start : start + CHUNK]))
-                parts.append(heads[OUTPUTS.index(output)])
-        return torch.cat(parts).numpy().astype(np.float32, copy=False)
+                outputs = self.program(self._prepare(images[start : start + CHUNK]))
+                for name, value in zip(names, outputs, strict=True):
+                    parts[name].append(value)
+        return {
+            name: torch.cat(p).numpy().astype(np.float32, copy=False) for name, p in parts.items()
+        }
 
 
 mlflow.models.set_model(ShoplensEmbedder())

@@ -61,6 +61,11 @@ class LoadedModel:
     def logits(self, images: np.ndarray) -> np.ndarray:
         return self.python_model.predict(None, images, params={"output": "logits"})
 
+    def embed_with_logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings and category logits from one forward pass (the model must have a head)."""
+        heads = self.python_model.heads(images)
+        return heads["embedding"], heads["logits"]
+
 
 def load_champion(model_name: str, alias: str = CHAMPION) -> LoadedModel:
     """Resolve ``alias`` to a version first, then load exactly that version: loading by alias

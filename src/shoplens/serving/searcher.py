@@ -1,8 +1,8 @@
 """Photo in, products out: the one code path behind ``shoplens search`` and the HTTP service.
 
 A shopper's upload goes through exactly the validation the preprocess stage applies to catalog
-files (``load_rgb`` with :class:`ImageLimits`) and the same letterbox to the model's input
-size, so a catalog photo uploaded as a query lands on its own product at rank 1. Additions and
+files (``load_rgb`` with :class:`ImageLimits`) and the same letterbox to the catalog cache's
+size, so a catalog photo uploaded as a query embeds exactly as its indexed copy. Additions and
 removals are written back to the index directory at once (under one lock, so two writers never
 interleave their files), which is what lets a restarted service see them.
 """
@@ -82,15 +82,14 @@ class Searcher:
 
     def search_pixels(self, pixels: np.ndarray, k: int, category: str | None = None):
         self.check_category(category)
-        query = self.model.embed(pixels[None])
         if category is None and self.search_cfg.narrow_by_category and self.model.has_logits:
-            return self._narrowed(pixels, query, k)
-        return self.index.search(query, k, category)[0]
+            query, logits = self.model.embed_with_logits(pixels[None])
+            return self._narrowed(query, logits[0], k)
+        return self.index.search(self.model.embed(pixels[None]), k, category)[0]
 
-    def _narrowed(self, pixels: np.ndarray, query: np.ndarray, k: int) -> list[ProductHit]:
+    def _narrowed(self, query: np.ndarray, logits: np.ndarray, k: int) -> list[ProductHit]:
         """Search only the classifier's top categories: fewer vectors per query, and no
         look-alikes from a category the photo clearly is not."""
-        logits = self.model.logits(pixels[None])[0]
         top = np.argsort(-logits)[: int(self.search_cfg.narrow_top_categories)]
         hits = [h for c in top for h in self.index.search(query, k, self.model.categories[c])[0]]
         return sorted(hits, key=lambda h: -h.score)[:k]

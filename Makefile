@@ -62,5 +62,4 @@ clean-venv:
 
 # Recompose params.yaml from conf/ (what `dvc exp run` does) after editing conf/ by hand.
 params: $(STAMP)
-	$(BIN)/python -c "import os; from dvc.utils.hydra import compose_and_dump; \
-	compose_and_dump('params.yaml', os.path.abspath('conf'), None, 'config', '.dvc/plugins', [])"
+	$(BIN)/python -m shoplens.config.params

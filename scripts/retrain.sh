@@ -110,24 +110,7 @@ run() {
 # `dvc exp run` composes params.yaml from conf/ itself; `dvc repro` reads it as it is, so make
 # sure it says what conf/ says (someone may have edited conf/ without `make params`).
 compose_params() {
-  "$python" - "$@" <<'EOF'
-import filecmp
-import os
-import sys
-import tempfile
-
-from dvc.utils.hydra import compose_and_dump
-
-check = sys.argv[1:] == ["--check"]
-with tempfile.TemporaryDirectory() as tmp:
-    fresh = os.path.join(tmp, "params.yaml")
-    compose_and_dump(fresh, os.path.abspath("conf"), None, "config", os.getcwd(), [])
-    if os.path.isfile("params.yaml") and filecmp.cmp(fresh, "params.yaml", shallow=False):
-        sys.exit(0)
-    if check:
-        sys.exit(3)  # stale (any error exits 1)
-    os.replace(fresh, "params.yaml")
-EOF
+  "$python" -m shoplens.config.params --file "$root/params.yaml" "$@"  # --check: exit 3 if stale
 }
 
 notes=()

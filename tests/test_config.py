@@ -91,3 +91,18 @@ def test_every_group_option_composes():
                 "data=manifest": ["data.root=/tmp", "data.manifest=/tmp/m.csv"],
             }.get(override, [])
             compose_config([override, *extra])  # raises on any schema violation
+
+
+def test_params_helper_detects_and_repairs_a_stale_params_file(tmp_path):
+    """`make params` and scripts/retrain.sh: --check exits 3 on a stale copy, then a plain run
+    rewrites it to what DVC composes, after which --check passes."""
+    from shoplens.config import params
+
+    stale = tmp_path / "params.yaml"
+    stale.write_text((ROOT / "params.yaml").read_text().replace("seed: 42", "seed: 7"))
+    assert params.main(["--check", "--file", str(stale)]) == params.STALE
+    assert "seed: 7" in stale.read_text(), "--check changes nothing"
+    assert params.main(["--file", str(stale)]) == 0
+    (tmp_path / "dvc").mkdir()
+    assert stale.read_text() == _dvc_compose(tmp_path / "dvc", []).read_text()
+    assert params.main(["--check", "--file", str(stale)]) == 0

@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, QUERY, ROLE, SPLIT
-from shoplens.evaluation.retrieval import recall_at_k
+from shoplens.evaluation.retrieval import recall_at_k, split_query_gallery
 from shoplens.registry.gate import CHALLENGER, Decision, Standing
 from shoplens.training.datamodule import read_catalog
 
@@ -110,5 +110,5 @@ def remeasure(model_uri: str, catalog_dir: Path) -> float:
     )
     labels = torch.tensor(test["label"].to_numpy())
     is_query = torch.tensor((test[ROLE] == QUERY).to_numpy())
-    q, g = embeddings[is_query], embeddings[~is_query]
-    return recall_at_k(q, labels[is_query], g, labels[~is_query], ks=(1,))["recall@1"]
+    q, query_labels, g, gallery_labels = split_query_gallery(embeddings, labels, is_query)
+    return recall_at_k(q, query_labels, g, gallery_labels, ks=(1,))["recall@1"]

@@ -16,6 +16,7 @@ import faiss
 import numpy as np
 
 from shoplens.search.config import IndexConfig
+from shoplens.search.index import empty_result
 
 TOMBSTONE_KINDS = frozenset({"hnsw", "ivfpq"})  # FAISS has no remove_ids for these
 EXACT_FALLBACK_MAX = 100_000  # HNSW: scan at most this many allowed vectors exactly
@@ -102,8 +103,7 @@ def exact_scan(index, q: np.ndarray, k: int, slots: np.ndarray):
     """Exact top-k of ``q`` among the stored vectors at ``slots`` (labels are slots)."""
     scores = q @ index.reconstruct_batch(slots).T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    out_s = np.full((len(q), k), -np.inf, np.float32)
-    out_l = np.full((len(q), k), -1, np.int64)
+    out_s, out_l = empty_result(len(q), k)
     out_s[:, : top.shape[1]] = np.take_along_axis(scores, top, axis=1)
     out_l[:, : top.shape[1]] = slots[top]
     return out_s, out_l

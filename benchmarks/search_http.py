@@ -61,10 +61,8 @@ def _start_server(port: int, timeout_s: float = 180.0) -> subprocess.Popen:
     raise TimeoutError(f"shoplens serve did not answer /health within {timeout_s:.0f} s")
 
 
-def _photos(n: int) -> list[tuple[str, bytes]]:
-    """(product_id, PNG bytes) of ``n`` random catalog photos."""
-    cfg = load_config()
-    catalog = Path(cfg.paths.catalog_dir)
+def _photos(catalog: Path, n: int) -> list[tuple[str, bytes]]:
+    """(product_id, PNG bytes) of ``n`` random photos of the catalog in ``catalog``."""
     manifest = pd.read_parquet(catalog / "manifest.parquet")
     picks = np.random.default_rng(0).choice(len(manifest), min(n, len(manifest)), replace=False)
     cache, photos = open_cache(catalog / "images.npy"), []
@@ -113,7 +111,7 @@ def run(queries: int = 200, k: int = 10, concurrency: int = 4, requests: int = 4
     if not (Path(cfg.search.dir) / "meta.json").is_file():
         print(f"no index at {cfg.search.dir}: run `make demo` first; skipping /search", flush=True)
         return []
-    photos = _photos(queries)
+    photos = _photos(Path(cfg.paths.catalog_dir), queries)
     port = _free_port()
     server, base = _start_server(port), f"http://127.0.0.1:{port}"
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

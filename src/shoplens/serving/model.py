@@ -63,6 +63,8 @@ class LoadedModel:
 
     def embed_with_logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings and category logits from one forward pass (the model must have a head)."""
+        if not hasattr(self.python_model, "heads"):  # a version registered before heads()
+            return self.embed(images), self.logits(images)
         heads = self.python_model.heads(images)
         return heads["embedding"], heads["logits"]
 

@@ -20,7 +20,7 @@ from shoplens.config import compose_config
 from shoplens.data.cache import open_cache
 from shoplens.search import IndexModelMismatch
 from shoplens.serving.app import create_app
-from shoplens.serving.model import load_champion
+from shoplens.serving.model import LoadedModel, load_champion
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +175,22 @@ def test_approximate_index_reports_recall_against_exact(setup, tmp_path):
     assert report["index_kind"] == "hnsw" and report["recall_queries"] == 6  # 10% of 64
     assert report["hit@1"] >= 0.8 and report["recall@10"] >= 0.8
     assert json.loads((tmp_path / "index.json").read_text()) == report
+
+
+def test_one_pass_heads_equal_separate_calls_and_old_versions_still_narrow(setup):
+    """embed_with_logits (one forward pass) gives what embed and logits give apart; a model
+    version registered before heads() existed (predict only) takes the two-pass path."""
+    _, _, model = setup
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
+    embedding, logits = model.embed_with_logits(pixels)
+    np.testing.assert_allclose(embedding, model.embed(pixels), atol=1e-6)
+    np.testing.assert_allclose(logits, model.logits(pixels), atol=1e-5)
+
+    class PredictOnly:  # the pyfunc class as registered before heads()
+        def __init__(self, inner):
+            self.predict = inner.predict
+
+    old = LoadedModel(model.name, model.version, PredictOnly(model.python_model))
+    old_embedding, old_logits = old.embed_with_logits(pixels)
+    np.testing.assert_allclose(old_embedding, embedding, atol=1e-6)
+    np.testing.assert_allclose(old_logits, logits, atol=1e-5)

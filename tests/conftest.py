@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from shoplens.config import compose_config
-from shoplens.pipeline import preprocess
+from shoplens.pipeline import backgrounds, preprocess, shopper_photos
 
 COLOURS = {
     "red": (200, 40, 40),
@@ -54,6 +54,12 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         f"paths.catalog_dir={tmp / 'catalog'}",
         f"paths.reports_dir={tmp / 'reports'}",
         f"paths.artifacts_dir={tmp / 'artifacts'}",
+        f"paths.backgrounds_dir={tmp / 'backgrounds'}",
+        f"paths.shopper_photos_dir={tmp / 'shopper_photos'}",
+        # A small photo benchmark of small photos: seconds, not minutes.
+        "evaluate.photos.photos=24",
+        "evaluate.photos.frame_side=[96,160]",
+        "evaluate.photos.small_side=[48,64]",
         # Larger than the model's input, as in production (80 vs 64): training crops and
         # resizes from the cache, and search must preprocess uploads the same way.
         "preprocess.cache_size=40",
@@ -76,14 +82,18 @@ def overrides() -> Overrides:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """A preprocessed tiny catalog: 4 categories x 16 products, 40 px photos (one per module)."""
+    """A preprocessed tiny catalog: 4 categories x 16 products, 40 px photos (one per module),
+    the background pool and a 24-photo shopper-photo benchmark of its test products."""
     tmp = tmp_path_factory.mktemp("workspace")
     rng = np.random.default_rng(0)
     for ci, category in enumerate(COLOURS):
         (tmp / "images" / category).mkdir(parents=True)
         for i in range(16):
             _product_photo(ci, i, rng).save(tmp / "images" / category / f"{category}_{i:02d}.png")
-    preprocess.run(compose_config(_overrides(tmp)))
+    cfg = compose_config(_overrides(tmp))
+    preprocess.run(cfg)
+    backgrounds.run(cfg)
+    shopper_photos.run(cfg)
     return tmp
 
 

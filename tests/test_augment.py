@@ -17,7 +17,6 @@ from omegaconf import OmegaConf
 
 from shoplens.config.schema import AugmentationConfig
 from shoplens.data.augment import (
-    PhotoSimulation,
     build_eval_transform,
     build_train_transform,
     denormalize,
@@ -146,20 +145,3 @@ def test_jpeg_adds_artefacts_but_stays_close():
         assert not np.array_equal(out, image)
         scores.append(psnr(out, image))
     assert 25 < scores[0] < scores[1] < 45  # lower quality, stronger artefacts
-
-
-def test_photo_simulation_deterministic_per_index():
-    image = catalog_shot(112)
-    sim = PhotoSimulation(96, MEAN, STD, seed=3)
-    rng_state = torch.get_rng_state()
-    a, b = sim(image, 5), sim(image, 5)
-    assert a.shape == (3, 96, 96) and torch.equal(a, b)
-    assert torch.equal(PhotoSimulation(96, MEAN, STD, seed=3)(image, 5), a)
-    assert not torch.equal(sim(image, 6), a)
-    assert not torch.equal(PhotoSimulation(96, MEAN, STD, seed=4)(image, 5), a)
-    assert torch.equal(torch.get_rng_state(), rng_state)  # global RNG untouched
-    photo = sim.simulate_uint8(image, 5)
-    assert photo.dtype == np.uint8 and photo.shape == (96, 96, 3)
-    assert np.abs(photo.astype(np.float64) - to_uint8(a)).max() <= 1
-    # Every effect is on: the backdrop is cluttered and the photo is far from the shot.
-    assert psnr(photo, to_uint8(build_eval_transform(96, MEAN, STD)(image))) < 20

@@ -14,12 +14,15 @@ from PIL import Image
 
 from shoplens.config import compose_config
 from shoplens.data.augment import build_eval_transform
+from shoplens.data.catalog import read_catalog
+from shoplens.data.dataset import CachedImages
 from shoplens.evaluation.retrieval import map_at_r, recall_at_k
 from shoplens.models import build_embedder
 from shoplens.pipeline import evaluate
-from shoplens.training.datamodule import CachedImages, read_catalog
 
-RETRIEVAL = {"recall@1", "recall@5", "recall@10", "map_at_r", "photo_recall@1", "photo_recall@5"}
+RETRIEVAL = {"recall@1", "recall@5", "recall@10", "map_at_r"}
+VARIANTS = {"baseline_frame", "finetuned_frame", "oracle_box", "oracle_mask"}
+PHOTO_METRICS = {"category@1", "category@5", "product@1", "photos"}
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +52,11 @@ def test_metrics_have_both_blocks_with_every_key_in_unit_range(evaluated):
     assert json.loads((Path(cfg.paths.reports_dir) / "metrics.json").read_text()) == metrics
     assert set(metrics["baseline"]) == RETRIEVAL
     narrowed = {"narrowed_recall@1", "narrowed_recall@5", "narrowed_recall@10"}
-    narrowed |= {"photo_narrowed_recall@1", "photo_narrowed_recall@5"}
     assert set(metrics["finetuned"]) == RETRIEVAL | {"accuracy", "macro_f1"} | narrowed
-    for block in metrics.values():
+    for name in ("baseline", "finetuned"):
+        block = metrics[name]
         assert all(0.0 <= v <= 1.0 for v in block.values()), block
         assert block["recall@1"] <= block["recall@5"] <= block["recall@10"]
-        assert block["photo_recall@1"] <= block["photo_recall@5"]
     # accuracy is the head's predictions that confusion.csv lists, so the two must agree.
     confusion = pd.read_csv(Path(cfg.paths.reports_dir) / "evaluate" / "confusion.csv")
     agree = (confusion["actual"] == confusion["predicted"]).mean()
@@ -98,8 +100,9 @@ def test_metrics_and_plots_land_on_the_training_run(evaluated):
     mlflow.set_tracking_uri(cfg.tracking.uri)
     logged = mlflow.get_run(run_id).data.metrics
     assert logged["test/finetuned/recall_at_1"] == pytest.approx(metrics["finetuned"]["recall@1"])
-    assert logged["test/baseline/photo_recall_at_5"] == pytest.approx(
-        metrics["baseline"]["photo_recall@5"]
+    photos = metrics["shopper_photos"]["finetuned_frame"]["all"]
+    assert logged["test/photos/finetuned_frame/all/category_at_5"] == pytest.approx(
+        photos["category@5"]
     )
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/retrieval_gallery.png"} <= artifacts
@@ -146,3 +149,21 @@ def test_recall_stays_small_in_deterministic_mode():
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mb < 1000, f"recall_at_k grew peak memory by {grown_mb:.0f} MB"
     assert 0.0 <= recalls["recall@1"] <= recalls["recall@5"] <= 1.0
+
+
+def test_shopper_photo_block_has_every_variant_and_bucket_with_consistent_metrics(evaluated):
+    """A product hit is a category hit (its own catalog photo has its category), and a hit in
+    the top 1 is a hit in the top 5; buckets partition the photos."""
+    cfg, metrics = evaluated
+    photos = metrics["shopper_photos"]
+    assert set(photos) == VARIANTS  # no localizer trained here: no "pipeline" variant
+    for variant, buckets in photos.items():
+        assert set(buckets["all"]) == PHOTO_METRICS
+        assert buckets["all"]["photos"] == cfg.evaluate.photos.photos
+        assert sum(b["photos"] for name, b in buckets.items() if name != "all") == (
+            buckets["all"]["photos"]
+        ), variant
+        for values in buckets.values():
+            assert 0 <= values["product@1"] <= values["category@1"] <= values["category@5"] <= 1
+    table = pd.read_csv(Path(cfg.paths.reports_dir) / "evaluate" / "shopper_photos.csv")
+    assert set(table["variant"]) == VARIANTS

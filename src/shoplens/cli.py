@@ -24,6 +24,14 @@ STAGES: dict[str, tuple[str, str]] = {
         "shoplens.pipeline.preprocess",
         "validate, de-duplicate, split and cache images",
     ),
+    "backgrounds": (
+        "shoplens.pipeline.backgrounds",
+        "build the pool of real background photographs, split train / eval by photograph",
+    ),
+    "shopper_photos": (
+        "shoplens.pipeline.shopper_photos",
+        "photograph test products onto evaluation backgrounds: the photo benchmark",
+    ),
     "train": ("shoplens.pipeline.train", "fine-tune the backbone (tracked in MLflow)"),
     "evaluate": (
         "shoplens.pipeline.evaluate",

@@ -18,6 +18,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from shoplens.data.backgrounds import PoolSettings
+from shoplens.data.cutout import CutoutSettings
+from shoplens.evaluation.shopper_photos import BenchmarkSettings
 from shoplens.search.config import IndexConfig
 
 
@@ -26,6 +29,8 @@ class PathsConfig:
     catalog_dir: str = "data/catalog"  # preprocess outputs: manifest, decoded cache
     reports_dir: str = "reports"
     artifacts_dir: str = "artifacts"  # checkpoints, exported models, indexes
+    backgrounds_dir: str = "data/backgrounds"  # real photographs, split train / eval
+    shopper_photos_dir: str = "data/shopper_photos"  # the photo benchmark (evaluation only)
 
 
 @dataclass
@@ -37,6 +42,8 @@ class DataConfig:
     # manifest: base folder for relative image paths (default: the manifest's folder).
     root: str | None = None
     manifest: str | None = None  # manifest source: CSV/Parquet with path, product_id, category
+    # Folder of real photographs to put products in front of (null: the packaged default).
+    backgrounds: str | None = None
     per_class: int | None = None  # fashion_mnist: images per category (null: all 7,000)
     image_size: int = 96  # side length the network sees in training and evaluation
     batch_size: int = 64
@@ -60,6 +67,8 @@ class PreprocessConfig:
     near_duplicate_distance: int = 4  # perceptual-hash Hamming distance counted as a copy
     preview_per_category: int = 8
     split: SplitConfig = field(default_factory=SplitConfig)
+    cutout: CutoutSettings = field(default_factory=CutoutSettings)
+    backgrounds: PoolSettings = field(default_factory=PoolSettings)
 
 
 @dataclass
@@ -165,9 +174,8 @@ class EvaluateConfig:
 
     checkpoint: str = "${paths.artifacts_dir}/train/best.ckpt"
     ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # Recall@K of clean queries
-    photo_ks: list[int] = field(default_factory=lambda: [1, 5])  # Recall@K of shopper photos
-    photo_seed: int = 2024  # PhotoSimulation seed: the same photo per query in every run
-    gallery_queries: int = 8  # rows (queries) in the retrieval-gallery figure
+    gallery_queries: int = 8  # rows (queries) in the retrieval-gallery figures
+    photos: BenchmarkSettings = field(default_factory=BenchmarkSettings)  # shopper photos
 
 
 @dataclass
@@ -198,6 +206,15 @@ class SearchConfig:
 
 
 @dataclass
+class QueryConfig:
+    """The query pipeline (shoplens.query): recorded in the registered model's spec."""
+
+    localize: bool = True  # the one switch: false searches every photo whole
+    crop_margin: float | None = None  # null: as the catalog's shots frame their product
+    mask_background: bool = True
+
+
+@dataclass
 class ShoplensConfig:
     seed: int = 42
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -215,4 +232,5 @@ class ShoplensConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
     ckpt_path: str | None = None  # resume training from this checkpoint ("last" for last.ckpt)

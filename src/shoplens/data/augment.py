@@ -166,34 +166,6 @@ def build_eval_transform(image_size: int, mean: Stats, std: Stats):
     return _Normalised(None, image_size, mean, std)
 
 
-class PhotoSimulation:
-    """Seeded shopper photos of query images for the evaluation's ``photo_queries`` set: every
-    effect applies, at moderate strength, so the metric does not depend on coin flips; a generator
-    seeded by (seed, index) gives each query the same photo in every run and worker."""
-
-    # fmt: off
-    STRENGTH = AugmentationConfig(  # milder than training's extremes, every effect always on
-        scale=(0.65, 0.9), rotation=10.0, hflip=False, color_jitter=0.2, tint=0.08,
-        background_clutter_p=1.0, blur_p=1.0, jpeg_p=1.0, jpeg_quality=(40, 75))
-    # fmt: on
-
-    def __init__(self, image_size: int, mean: Stats, std: Stats, seed: int = 0):
-        self.photo = ShopperPhoto(self.STRENGTH, image_size)
-        self.mean, self.std, self.seed = list(mean), list(std), int(seed)
-
-    def _generator(self, index: int) -> torch.Generator:
-        state = np.random.SeedSequence((self.seed, int(index))).generate_state(1, np.uint64)[0]
-        return torch.Generator().manual_seed(int(state))
-
-    def simulate_uint8(self, image: np.ndarray, index: int) -> np.ndarray:
-        """The simulated photo as HWC uint8, for galleries and plots."""
-        img = self.photo(image, self._generator(index))
-        return img.mul(255).round_().to(torch.uint8).permute(1, 2, 0).numpy()
-
-    def __call__(self, image: np.ndarray, index: int) -> torch.Tensor:
-        return F.normalize(self.photo(image, self._generator(index)), self.mean, self.std)
-
-
 def denormalize(t: torch.Tensor, mean: Stats, std: Stats) -> torch.Tensor:
     """Normalised (..., 3, H, W) float -> uint8 in [0, 255], for logging sample batches."""
     m, s = (torch.as_tensor(v, dtype=t.dtype, device=t.device).view(-1, 1, 1) for v in (mean, std))

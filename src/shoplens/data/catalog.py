@@ -9,6 +9,7 @@ source never needs changes downstream.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +29,7 @@ LABEL = "label"  # index into the sorted category list (categories.json)
 CACHE_INDEX = "cache_index"  # row in the decoded uint8 cache (images.npy)
 CONTENT_HASH = "content_hash"  # sha256 of the file bytes
 PHASH = "phash"  # 64-bit perceptual hash, hex
+CUTOUT = "cutout"  # "" when the product was cut out cleanly (masks.npy), else why not
 DERIVED_COLUMNS: tuple[str, ...] = (
     SPLIT,
     ROLE,
@@ -36,6 +38,7 @@ DERIVED_COLUMNS: tuple[str, ...] = (
     CACHE_INDEX,
     CONTENT_HASH,
     PHASH,
+    CUTOUT,
 )
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -47,6 +50,8 @@ ROLES: tuple[str, ...] = ("", QUERY, GALLERY)
 MANIFEST_FILE = "manifest.parquet"
 CACHE_FILE = "images.npy"
 CATEGORIES_FILE = "categories.json"
+MASKS_FILE = "masks.npy"  # (N, S, S) uint8 product masks, rows as in images.npy
+FRAMING_FILE = "framing.json"  # how the catalog's shots frame a product (backdrop, fill)
 
 
 class CatalogError(ValueError):
@@ -111,9 +116,36 @@ def read_manifest(catalog_dir: str | Path) -> pd.DataFrame:
     return validate_catalog(pd.read_parquet(path), preprocessed=True)
 
 
+@dataclass(frozen=True)
+class Framing:
+    """How the catalog's shots show a product: a query crop is framed the same way."""
+
+    backdrop: tuple[int, int, int]  # median backdrop colour of the cleanly cut-out shots
+    fill: float  # median share of the shot's side the product's longer side spans
+
+    @property
+    def crop_margin(self) -> float:
+        """Margin per side (share of the product's box) that reproduces ``fill``."""
+        return max(0.0, (1 / max(self.fill, 1e-3) - 1) / 2)
+
+
+def read_framing(catalog_dir: str | Path) -> Framing:
+    path = Path(catalog_dir) / FRAMING_FILE
+    if not path.is_file():
+        raise CatalogError(f"no framing at {path}; run the preprocess stage first")
+    values = json.loads(path.read_text(encoding="utf-8"))
+    r, g, b = values["backdrop"]
+    return Framing((int(r), int(g), int(b)), float(values["fill"]))
+
+
 def read_categories(catalog_dir: str | Path) -> list[str]:
     """The sorted category names; ``label`` in the manifest indexes this list."""
     path = Path(catalog_dir) / CATEGORIES_FILE
     if not path.is_file():
         raise CatalogError(f"no category list at {path}; run the preprocess stage first")
     return list(json.loads(path.read_text(encoding="utf-8")))
+
+
+def read_catalog(catalog_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
+    """The preprocessed manifest (validated) and its category list."""
+    return read_manifest(catalog_dir), read_categories(catalog_dir)

@@ -1,4 +1,4 @@
-"""The numbers in ``reports/metrics.json``: retrieval, shopper-photo retrieval, classification.
+"""The numbers in ``reports/metrics.json``: clean retrieval and classification.
 
 Every metric comes from torchmetrics or pytorch-metric-learning (via :mod:`.retrieval`), so the
 baseline and the fine-tuned model are measured by exactly the same, well-tested code.
@@ -142,19 +142,18 @@ class Comparison:
 
 def compare(
     clean: dict[str, torch.Tensor],
-    photos: dict[str, torch.Tensor],
     categories: Sequence[str],
     ks: Sequence[int],
-    photo_ks: Sequence[int],
     narrow_top_categories: int = 2,
 ) -> Comparison:
-    """Metrics of both models from :func:`~shoplens.evaluation.embed.embed` outputs.
+    """Metrics of both models from their embeddings of the test split.
 
     ``clean``: every test image (``baseline``, ``finetuned``, optional ``logits``, ``labels``,
-    ``is_query``); ``photos``: the simulated shopper photos of the queries. Both models rank
-    against the same clean gallery. Category predictions come from the head where there is one,
-    else from the nearest gallery image (what search would show). With a head, the fine-tuned
-    block also holds Recall@K narrowed to the head's ``narrow_top_categories`` categories.
+    ``is_query``); queries rank against the gallery. Category predictions come from the head
+    where there is one, else from the nearest gallery image (what search would show). With a
+    head, the fine-tuned block also holds Recall@K narrowed to the head's
+    ``narrow_top_categories`` categories. Shopper photos are measured apart, on the photo
+    benchmark (:mod:`shoplens.evaluation.photo_benchmark`).
     """
     is_query, labels = clean["is_query"], clean["labels"]
     query_labels, gallery_labels = labels[is_query], labels[~is_query]
@@ -163,9 +162,6 @@ def compare(
         queries, gallery = clean[name][is_query], clean[name][~is_query]
         pairs[name] = (queries, gallery)
         metrics[name] = retrieval_metrics(queries, query_labels, gallery, gallery_labels, ks)
-        metrics[name] |= retrieval_metrics(
-            photos[name], photos["labels"], gallery, gallery_labels, photo_ks, "photo_", False
-        )
     if "logits" in clean:
         actual, predicted = labels, clean["logits"].argmax(1)
     else:
@@ -175,13 +171,9 @@ def compare(
     if "logits" in clean:
         metrics["finetuned"] |= scores
         queries, gallery = pairs["finetuned"]
-        narrow = {"top_categories": narrow_top_categories}
         metrics["finetuned"] |= narrowed_recall(
-            queries, clean["logits"][is_query], query_labels, gallery, gallery_labels, ks, **narrow
-        )
-        metrics["finetuned"] |= narrowed_recall(
-            photos["finetuned"], photos["logits"], photos["labels"], gallery, gallery_labels,
-            photo_ks, **narrow, prefix="photo_",
+            queries, clean["logits"][is_query], query_labels, gallery, gallery_labels, ks,
+            top_categories=narrow_top_categories,
         )  # fmt: skip
     per_category = per_category_recall(pairs, query_labels, gallery_labels, categories)
     return Comparison(metrics, actual, predicted, confusion, per_category)

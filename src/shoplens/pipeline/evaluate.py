@@ -1,9 +1,13 @@
-"""The ``evaluate`` stage: does fine-tuning beat the pretrained backbone it started from?
+"""The ``evaluate`` stage: does fine-tuning beat the pretrained backbone it started from, on
+catalog shots and on shoppers' photos?
 
-The test split's queries are ranked against its gallery by the fine-tuned embedder (the
-checkpoint) and by the untuned backbone's pooled features, with the same preprocessing, then
-again with simulated shopper photos of the queries. ``reports/metrics.json`` holds a
-``baseline`` and a ``finetuned`` block (DVC metrics); plots go to ``reports/evaluate/`` and,
+1. Clean retrieval: the test split's queries ranked against its gallery by the fine-tuned
+   embedder and by the untuned backbone's pooled features (``baseline`` / ``finetuned`` blocks).
+2. The shopper-photo benchmark (``shopper_photos`` block): test products photographed onto
+   evaluation backgrounds, answered through the query pipeline against the whole test split,
+   per variant (untuned / fine-tuned on the whole frame, ground-truth crops) and scale bucket.
+
+``reports/metrics.json`` holds all of it (DVC metrics); plots go to ``reports/evaluate/`` and,
 with the metrics, to the training run in MLflow.
 """
 
@@ -15,21 +19,40 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 from omegaconf import DictConfig
+from tqdm import tqdm
 
-from shoplens.data.augment import PhotoSimulation, build_eval_transform
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, QUERY, ROLE, SPLIT, CatalogError
+from shoplens.data.catalog import (
+    CACHE_FILE,
+    CACHE_INDEX,
+    LABEL,
+    QUERY,
+    ROLE,
+    SPLIT,
+    CatalogError,
+    read_catalog,
+)
 from shoplens.evaluation import plots
-from shoplens.evaluation.embed import PhotoQueries, embed
+from shoplens.evaluation.photo_benchmark import Variant, run_benchmark
+from shoplens.evaluation.photo_plots import save_search_gallery
 from shoplens.evaluation.report import Comparison, compare, mlflow_metrics
+from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
 from shoplens.models import Embedder, build_embedder
+from shoplens.pipeline.query_setup import (
+    baseline_pipeline,
+    embedder_forward,
+    embedder_spec,
+    query_spec,
+)
+from shoplens.query import Embedded, QueryPipeline
 from shoplens.tracking import configure_mlflow, data_version
 from shoplens.tracking.runs import checkpoint_sha256, read_train_run, training_run_id
-from shoplens.training.datamodule import CachedImages, read_catalog
 from shoplens.training.module import EmbedderModule
 
 log = logging.getLogger(__name__)
@@ -56,7 +79,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     is_query = test[ROLE] == QUERY
     if is_query.all() or not is_query.any():
         raise CatalogError(f"the test split of {catalog_dir} needs both queries and a gallery")
-    queries, gallery = (test[rows].reset_index(drop=True) for rows in (is_query, ~is_query))
 
     tuned = EmbedderModule.load_from_checkpoint(checkpoint, map_location="cpu", pretrained=False)
     embedder, size = tuned.embedder.eval(), int(cfg.data.image_size)
@@ -64,58 +86,134 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if tuned.cfg.data.image_size != size:
         log.warning("evaluating at %d px a model trained at %d px", size, tuned.cfg.data.image_size)
 
-    def forward(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        embedding, logits = embedder.forward_with_logits(images)
-        out = {"baseline": baseline.pooled_features(images), "finetuned": embedding}
-        return out if logits is None else {**out, "logits": logits}
-
-    spec, cache_path = embedder.preprocessing, catalog_dir / CACHE_FILE
-    simulation = PhotoSimulation(size, spec.mean, spec.std, seed=int(cfg.evaluate.photo_seed))
-    loader = {"batch_size": int(cfg.data.eval_batch_size), "num_workers": cfg.data.num_workers}
-    transform = build_eval_transform(size, spec.mean, spec.std)
-    clean = embed(CachedImages(test, cache_path, transform), forward, **loader, desc="test images")
-    photos = embed(PhotoQueries(queries, cache_path, simulation), forward, **loader, desc="photos")
-    ks, photo_ks, narrow = cfg.evaluate.ks, cfg.evaluate.photo_ks, cfg.search.narrow_top_categories
-    result = compare(clean, photos, categories, ks, photo_ks, int(narrow))
-    if "logits" in clean and not tuned.cfg.loss.classification_weight:
-        log.warning(
-            "loss.classification_weight is 0: the category head never trained, so accuracy, "
-            "macro_f1 (and narrowing search by its logits) are at chance level"
-        )
-
-    metrics = result.metrics
+    spec = embedder_spec(embedder, size, catalog_dir)
+    pipelines = {
+        "baseline": baseline_pipeline(cfg, baseline, spec),
+        "finetuned": QueryPipeline(query_spec(cfg, spec), embedder_forward(embedder)),
+    }
+    cache = open_cache(catalog_dir / CACHE_FILE)
+    galleries = {name: _embed_test(p, cache, test, name) for name, p in pipelines.items()}
+    metrics = _clean(cfg, test, categories, galleries, out_dir)
+    metrics["shopper_photos"] = _photos(cfg, test, pipelines, galleries, cache, out_dir)
     (Path(cfg.paths.reports_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    _write_plots(result, categories, out_dir)
-    cache = open_cache(cache_path)
-    query_rows, gallery_rows = queries["cache_index"].to_numpy(), gallery["cache_index"].to_numpy()
-    rows = plots.retrieval_rows(
-        photos["finetuned"],
-        photos["labels"],
-        clean["finetuned"][~clean["is_query"]],
-        clean["labels"][~clean["is_query"]],
-        query_image=lambda i: simulation.simulate_uint8(cache[query_rows[i]], query_rows[i]),
-        gallery_image=lambda i: cache[gallery_rows[i]],
-        categories=categories,
-        n=int(cfg.evaluate.gallery_queries),
-    )
-    title = (
-        "fine-tuned model: simulated shopper photo -> top catalog results\n"
-        "green frame: same category (hit), red: another category (miss)"
-    )
-    plots.save_retrieval_gallery(rows, out_dir / "retrieval_gallery.png", title)
     evaluated = {  # what register checks: these metrics belong to this checkpoint and data
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": checkpoint_sha256(checkpoint),
         "data_version": data_version(catalog_dir),
         "image_size": size,
-        "queries": len(queries),
-        "gallery": len(gallery),
+        "queries": int(is_query.sum()),
+        "gallery": int((~is_query).sum()),
     }
     (out_dir / "evaluated.json").write_text(json.dumps(evaluated, indent=2) + "\n")
     _track(cfg, checkpoint, metrics, out_dir)
     base, tuned_recall = metrics["baseline"]["recall@1"], metrics["finetuned"]["recall@1"]
     log.info("test Recall@1: untuned backbone %.3f -> fine-tuned %.3f", base, tuned_recall)
     return metrics
+
+
+def _embed_test(pipeline: QueryPipeline, cache, test: pd.DataFrame, name: str):
+    """Every test image through the pipeline's catalog path (what the index stage runs)."""
+    rows, parts = test[CACHE_INDEX].to_numpy(), []
+    for start in tqdm(range(0, len(rows), 256), desc=f"test images ({name})", unit="batch"):
+        parts.append(pipeline.embed_squares(np.asarray(cache[rows[start : start + 256]])))
+    logits = [p.logits for p in parts if p.logits is not None]
+    return Embedded(
+        np.concatenate([p.embeddings for p in parts]), np.concatenate(logits) if logits else None
+    )
+
+
+def _clean(cfg, test: pd.DataFrame, categories, galleries, out_dir: Path) -> dict:
+    """Catalog-shot retrieval (test queries against the test gallery), confusion matrix and
+    per-category recall."""
+    clean = {name: torch.from_numpy(g.embeddings) for name, g in galleries.items()}
+    clean["labels"] = torch.from_numpy(test[LABEL].to_numpy())
+    clean["is_query"] = torch.from_numpy((test[ROLE] == QUERY).to_numpy())
+    if galleries["finetuned"].logits is not None:
+        clean["logits"] = torch.from_numpy(galleries["finetuned"].logits)
+    result = compare(clean, categories, cfg.evaluate.ks, int(cfg.search.narrow_top_categories))
+    _write_plots(result, categories, out_dir)
+    return result.metrics
+
+
+def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path) -> dict:
+    """The shopper-photo benchmark against the whole test split as the gallery."""
+    photo_dir = Path(cfg.paths.shopper_photos_dir)
+    table = read_benchmark(photo_dir)
+    by_embedder = {id(pipelines[name].embedder): g.embeddings for name, g in galleries.items()}
+
+    def gallery(pipeline: QueryPipeline) -> np.ndarray:
+        return by_embedder[id(pipeline.embedder)]
+
+    tuned = pipelines["finetuned"]
+    unmasked = tuned.spec.with_options(mask_background=False)
+    variants = [
+        Variant("baseline_frame", pipelines["baseline"], "frame"),
+        Variant("finetuned_frame", tuned, "frame"),
+        Variant("oracle_box", QueryPipeline(unmasked, tuned.embedder), "oracle_box"),
+        Variant("oracle_mask", tuned, "oracle_mask"),
+    ]
+    if tuned.can_localize:
+        variants.insert(2, Variant("pipeline", tuned, "localize"))
+    products, cats = test["product_id"].astype(str).tolist(), test["category"].tolist()
+    metrics, answers = run_benchmark(variants, table, photo_dir, gallery, cats, products)
+    _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir)
+    pd.DataFrame(
+        [
+            {"variant": v, "bucket": b, **m}
+            for v, buckets in metrics.items()
+            for b, m in buckets.items()
+            if b != "localization"
+        ]
+    ).to_csv(out_dir / "shopper_photos.csv", index=False)
+    return metrics
+
+
+def _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir: Path) -> None:
+    """What a shopper would see for a few benchmark photos, boxes drawn (the variant that
+    localizes if there is one, else the fine-tuned model on the whole frame)."""
+    chosen = next((v for v in variants if v.mode == "localize"), variants[1])
+    found = answers[chosen.name]
+    g = gallery(chosen.pipeline)
+    picks = table.groupby("bucket", sort=False).head(2).index[: int(cfg.evaluate.gallery_queries)]
+    rows = []
+    for i in picks:
+        record = table.loc[i]
+        scores = g @ found.embeddings[i]
+        top = np.argsort(-scores)[:5]
+        results = [
+            plots.Result(
+                np.asarray(cache[int(test.iloc[j][CACHE_INDEX])]),
+                str(test.iloc[j]["category"]),
+                float(scores[j]),
+                str(test.iloc[j]["category"]) == record["category"],
+            )
+            for j in top
+        ]
+        result = found.results[i]
+        boxes = [d.box for d in result.detections] if result else []
+        searched = result.searched[0] if result and result.localized else -1
+        exact = (
+            "  [own product #1]"
+            if str(test.iloc[top[0]]["product_id"]) == record["product_id"]
+            else ""
+        )
+        caption = f"{record['bucket']}\n{record['category']}{exact}"
+        truth = (record["x0"], record["y0"], record["x1"], record["y1"])
+        rows.append(
+            (
+                read_photo(cfg.paths.shopper_photos_dir, record["photo"]),
+                truth,
+                boxes,
+                searched,
+                caption,
+                results,
+            )
+        )
+    title = (
+        f"{chosen.name}: shopper photo (dashed: true box, blue: searched box) -> top catalog results\n"
+        "green frame: right category, red: another category"
+    )
+    save_search_gallery(rows, out_dir / "retrieval_gallery.png", title)
 
 
 def _write_plots(result: Comparison, categories: list[str], out_dir: Path) -> None:
@@ -125,16 +223,30 @@ def _write_plots(result: Comparison, categories: list[str], out_dir: Path) -> No
     plots.save_category_recall(result.per_category, out_dir / "category_recall.png")
 
 
+def _flat(metrics: dict) -> dict[str, dict[str, float]]:
+    """Nested benchmark blocks -> MLflow-sized ``{block: {metric: value}}``."""
+    flat = {k: v for k, v in metrics.items() if k != "shopper_photos"}
+    for variant, buckets in metrics.get("shopper_photos", {}).items():
+        flat[f"photos/{variant}"] = {
+            f"{bucket}/{name}": value
+            for bucket, values in buckets.items()
+            for name, value in values.items()
+            if name != "photos"
+        }
+    return flat
+
+
 def _track(cfg: DictConfig, checkpoint: Path, metrics: dict, out_dir: Path) -> None:
-    """Test metrics (``test/<model>/<metric>``) and plots onto the training run."""
+    """Test metrics (``test/<block>/<metric>``) and plots onto the training run."""
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     client = MlflowClient()
     run_id = training_run_id(
         client, read_train_run(checkpoint), cfg.tracking.experiment, "evaluate"
     )
     now = int(time.time() * 1000)
-    batch = [Metric(k, v, now, 0) for k, v in mlflow_metrics(metrics).items()]
-    client.log_batch(run_id, metrics=batch)
+    batch = [Metric(k, v, now, 0) for k, v in mlflow_metrics(_flat(metrics)).items()]
+    for start in range(0, len(batch), 1000):  # MLflow takes at most 1,000 metrics per batch
+        client.log_batch(run_id, metrics=batch[start : start + 1000])
     client.log_artifact(run_id, str(Path(cfg.paths.reports_dir) / "metrics.json"), "evaluation")
     for path in sorted(out_dir.iterdir()):
         client.log_artifact(run_id, str(path), "evaluation")

@@ -26,10 +26,13 @@ from shoplens.data.catalog import (
     CATEGORIES_FILE,
     CATEGORY,
     CONTENT_HASH,
+    CUTOUT,
     DERIVED_COLUMNS,
+    FRAMING_FILE,
     GROUP_ID,
     LABEL,
     MANIFEST_FILE,
+    MASKS_FILE,
     PATH,
     PHASH,
     PRODUCT_ID,
@@ -41,6 +44,7 @@ from shoplens.data.catalog import (
     CatalogError,
     attribute_columns,
 )
+from shoplens.data.cutout import CutoutSettings, backdrop_colour, cut_catalog, product_fill
 from shoplens.data.images import (
     ImageLimits,
     InvalidImageError,
@@ -63,7 +67,7 @@ def run(cfg: DictConfig) -> dict[str, int]:
     reports_dir.mkdir(parents=True, exist_ok=True)
     size = int(cfg.preprocess.cache_size)
     # A failed run must not leave the previous run's catalog behind for training to pick up.
-    for stale in (MANIFEST_FILE, CACHE_FILE, CATEGORIES_FILE):
+    for stale in (MANIFEST_FILE, CACHE_FILE, CATEGORIES_FILE, MASKS_FILE, FRAMING_FILE):
         (catalog_dir / stale).unlink(missing_ok=True)
     for stale in ("counts.csv", "summary.json", "preview.png"):
         (reports_dir / stale).unlink(missing_ok=True)
@@ -97,12 +101,17 @@ def run(cfg: DictConfig) -> dict[str, int]:
     finally:
         scratch.unlink(missing_ok=True)
     kept[CACHE_INDEX] = np.arange(len(kept), dtype=np.int64)
+    kept[CUTOUT] = _cut_out(catalog_dir, CutoutSettings(**cfg.preprocess.cutout))
 
     columns = [*REQUIRED_COLUMNS, *attribute_columns(kept), *DERIVED_COLUMNS]
     manifest = kept[columns].reset_index(drop=True)
     manifest.to_parquet(catalog_dir / MANIFEST_FILE, index=False)
     (catalog_dir / CATEGORIES_FILE).write_text(json.dumps(categories, indent=2) + "\n")
     _counts(manifest).to_csv(reports_dir / "counts.csv", index=False)
+    refused = manifest.loc[manifest[CUTOUT] != "", [PATH, PRODUCT_ID, CATEGORY, CUTOUT]]
+    refused.rename(columns={CUTOUT: "reason"}).to_csv(
+        reports_dir / "cutout_refused.csv", index=False
+    )
     summary = _summary(catalog, manifest, duplicates, len(quarantine))
     (reports_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     save_preview_grid(
@@ -156,6 +165,26 @@ def _validate_and_decode(
     return kept, pd.DataFrame(quarantine, columns=[PATH, "reason"]), thumbs
 
 
+def _cut_out(catalog_dir: Path, settings: CutoutSettings) -> list[str]:
+    """Product masks of the cache (masks.npy) and the catalog's framing (backdrop colour, how
+    much of the shot a product fills); returns the refusal reason per row ("" when clean)."""
+    cache = open_cache(catalog_dir / CACHE_FILE)
+    masks, reasons = cut_catalog(cache, settings)
+    np.save(catalog_dir / MASKS_FILE, masks, allow_pickle=False)
+    ok = [i for i, reason in enumerate(reasons) if not reason]
+    sample = ok[:: max(1, len(ok) // 2000)]  # a few thousand shots pin the median down
+    colours = [backdrop_colour(np.asarray(cache[i]))[0] for i in sample]
+    colour = np.median(colours, axis=0) if colours else np.full(3, 255.0)
+    fills = [product_fill(masks[i]) for i in sample]
+    framing = {
+        "backdrop": [int(round(v)) for v in colour],
+        "fill": round(float(np.median(fills)) if fills else 1.0, 4),
+        "cut_out": len(ok),
+    }
+    (catalog_dir / FRAMING_FILE).write_text(json.dumps(framing) + "\n")
+    return reasons
+
+
 def _counts(manifest: pd.DataFrame) -> pd.DataFrame:
     """Images and products per split, role and category (the table behind summary.json)."""
     counts = (
@@ -182,6 +211,7 @@ def _summary(
         "products": manifest[PRODUCT_ID].nunique(),
         "groups": manifest[GROUP_ID].nunique(),
         "categories": manifest[CATEGORY].nunique(),
+        "cutout_refused": int((manifest[CUTOUT] != "").sum()),
     }
     for split in SPLITS:
         part = manifest[manifest[SPLIT] == split]

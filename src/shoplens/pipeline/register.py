@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig
 
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, SPLIT
+from shoplens.data.catalog import CACHE_FILE, SPLIT, read_catalog
 from shoplens.registry.export import log_embedder
 from shoplens.registry.gate import CHAMPION, Standing, decide
 from shoplens.registry.versions import (
@@ -35,7 +35,6 @@ from shoplens.registry.versions import (
 )
 from shoplens.tracking import configure_mlflow, git_commit
 from shoplens.tracking.runs import checkpoint_sha256, read_train_run, training_run_id
-from shoplens.training.datamodule import read_catalog
 from shoplens.training.module import EmbedderModule
 
 log = logging.getLogger(__name__)

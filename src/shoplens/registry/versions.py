@@ -20,10 +20,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, QUERY, ROLE, SPLIT
+from shoplens.data.catalog import CACHE_FILE, QUERY, ROLE, SPLIT, read_catalog
 from shoplens.evaluation.retrieval import recall_at_k, split_query_gallery
 from shoplens.registry.gate import CHALLENGER, Decision, Standing
-from shoplens.training.datamodule import read_catalog
 
 log = logging.getLogger(__name__)
 

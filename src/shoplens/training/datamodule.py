@@ -7,47 +7,17 @@ the page cache instead of copying the catalog.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
-import numpy as np
-import pandas as pd
 import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from torch.utils.data import DataLoader, Dataset
 
-from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, read_categories, read_manifest
+from shoplens.data.catalog import CACHE_FILE, read_catalog
+from shoplens.data.dataset import CachedImages, Transform
 
 log = logging.getLogger(__name__)
-Transform = Callable[[np.ndarray], torch.Tensor]
-
-
-class CachedImages(Dataset):
-    """Rows of the manifest, served from the decoded cache as (image, label, is_query)."""
-
-    def __init__(self, manifest: pd.DataFrame, cache_path: Path, transform: Transform):
-        self.cache_index = manifest["cache_index"].to_numpy()
-        self.labels = manifest["label"].to_numpy()
-        self.is_query = (manifest["role"] == "query").to_numpy()
-        self.cache_path = cache_path
-        self.transform = transform
-        self._cache: np.ndarray | None = None  # opened lazily: once per worker process
-
-    def __len__(self) -> int:
-        return len(self.cache_index)
-
-    def __getitem__(self, i: int):
-        if self._cache is None:
-            self._cache = open_cache(self.cache_path)
-        image = np.asarray(self._cache[self.cache_index[i]])
-        return self.transform(image), int(self.labels[i]), bool(self.is_query[i])
-
-
-def read_catalog(catalog_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """The preprocessed manifest (validated) and its category list."""
-    return read_manifest(catalog_dir), read_categories(catalog_dir)
 
 
 def samples_per_class(wanted: int, batch_size: int, num_classes: int) -> int:

@@ -1,0 +1,217 @@
+"""Search quality on the shopper-photo benchmark, per model variant and scale bucket.
+
+Every variant answers the benchmark's JPEG bytes through :class:`~shoplens.query.QueryPipeline`,
+the code ``POST /search`` runs, against the clean test split embedded by the same pipeline:
+
+* ``baseline_frame``: the untuned backbone on the whole photo;
+* ``finetuned_frame``: the fine-tuned embedder on the whole photo (search without localization);
+* ``pipeline``: localize -> crop -> embed, as registered (needs a localizer);
+* ``oracle_box`` / ``oracle_mask``: the ground-truth box (and mask) instead of the localizer:
+  what perfect localization would give, so the gap says what the localizer costs.
+
+Metrics: ``category@1`` / ``category@5`` (a result of the photographed product's category in
+the top K) and ``product@1`` (the photographed product itself first; it is in the gallery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torchmetrics.detection import MeanAveragePrecision
+from torchmetrics.functional.classification import binary_jaccard_index
+from tqdm import tqdm
+
+from shoplens.evaluation.retrieval import recall_at_k
+from shoplens.evaluation.shopper_photos import PRODUCT, read_mask, read_photo
+from shoplens.query import Detection, QueryPipeline, QueryResult
+from shoplens.query.localize import Letterbox
+
+BATCH = 32  # photos per query_batch call
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    pipeline: QueryPipeline
+    mode: str = "frame"  # frame | localize | oracle_box | oracle_mask
+
+
+@dataclass
+class Answers:
+    """One variant's query embeddings, in benchmark order, and what it did per photo."""
+
+    embeddings: np.ndarray
+    results: list[QueryResult | None]  # None for oracle variants
+
+
+def _oracle(pipeline: QueryPipeline, photo: bytes, mask: np.ndarray, use_mask: bool) -> np.ndarray:
+    """The crop the pipeline would make had the localizer found exactly the true product."""
+    image = pipeline.validate(photo)
+    product = mask == PRODUCT
+    ys, xs = np.nonzero(product)
+    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    side = max(image.width, image.height)
+    frame = Letterbox(image.width, image.height, side)
+    x0, y0, x1, y1 = frame.inner
+    prob = np.zeros((side, side), np.float32)
+    prob[y0:y1, x0:x1] = product
+    detection = Detection(box, 1.0, float(product.mean()), 1)
+    labels = (prob > 0).astype(np.int32) if use_mask else None
+    return pipeline.crop(image, detection, labels, prob if use_mask else None)
+
+
+def answer(variant: Variant, table: pd.DataFrame, photo_dir: Path) -> Answers:
+    names = list(table["photo"])
+    if variant.mode.startswith("oracle"):
+        crops = [
+            _oracle(
+                variant.pipeline,
+                read_photo(photo_dir, n),
+                read_mask(photo_dir, n),
+                use_mask=variant.mode == "oracle_mask",
+            )
+            for n in tqdm(names, desc=f"{variant.name} crops", unit="photo", mininterval=2.0)
+        ]
+        return Answers(
+            variant.pipeline.embed_squares(np.stack(crops)).embeddings, [None] * len(names)
+        )
+    results: list[QueryResult] = []
+    localize = variant.mode == "localize"
+    for start in tqdm(
+        range(0, len(names), BATCH), desc=variant.name, unit="batch", mininterval=2.0
+    ):
+        photos = [read_photo(photo_dir, n) for n in names[start : start + BATCH]]
+        results += variant.pipeline.query_batch(photos, localize=localize)
+    return Answers(np.stack([r.embeddings[0] for r in results]), list(results))
+
+
+def search_metrics(
+    queries: np.ndarray,
+    gallery: np.ndarray,
+    table: pd.DataFrame,
+    gallery_categories: Sequence[str],
+    gallery_products: Sequence[str],
+) -> dict[str, dict[str, float]]:
+    """``{"all" | bucket: {"category@1", "category@5", "product@1", "photos"}}``."""
+    categories = {c: i for i, c in enumerate(sorted(set(gallery_categories)))}
+    products = {p: i for i, p in enumerate(dict.fromkeys(gallery_products))}
+    g_cat = torch.tensor([categories[c] for c in gallery_categories])
+    g_prod = torch.tensor([products[p] for p in gallery_products])
+    q_cat = torch.tensor([categories.get(c, -1) for c in table["category"]])
+    q_prod = torch.tensor([products.get(str(p), -1) for p in table["product_id"]])
+    q, g = torch.from_numpy(np.asarray(queries)), torch.from_numpy(np.asarray(gallery))
+    out = {}
+    for bucket in ["all", *dict.fromkeys(table["bucket"])]:
+        rows = torch.ones(len(table), dtype=torch.bool)
+        if bucket != "all":
+            rows = torch.from_numpy((table["bucket"] == bucket).to_numpy())
+        cat = recall_at_k(q[rows], q_cat[rows], g, g_cat, ks=(1, 5))
+        prod = recall_at_k(q[rows], q_prod[rows], g, g_prod, ks=(1,))
+        out[bucket] = {
+            "category@1": cat["recall@1"],
+            "category@5": cat["recall@5"],
+            "product@1": prod["recall@1"],
+            "photos": int(rows.sum()),
+        }
+    return out
+
+
+def _boxes(table: pd.DataFrame, i: int) -> list[tuple[int, int, int, int]]:
+    row = table.iloc[i]
+    boxes = [(int(row.x0), int(row.y0), int(row.x1), int(row.y1))]
+    if row.distractor_box is not None and len(row.distractor_box):
+        boxes.append(tuple(int(v) for v in row.distractor_box))
+    return boxes
+
+
+def localization_metrics(
+    results: Sequence[QueryResult], table: pd.DataFrame, photo_dir: Path, input_size: int
+) -> dict[str, float]:
+    """Box AP@0.5 (torchmetrics, every product in the photo, distractors included), mean mask
+    IoU per photo at photo resolution, and how often the product searched was the right one."""
+    ap = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5])
+    ious, right, found = [], 0, 0
+    for i, result in enumerate(results):
+        truth = _boxes(table, i)
+        predicted = [d.box for d in result.detections]
+        ap.update(
+            [
+                {
+                    "boxes": torch.tensor(predicted, dtype=torch.float32).reshape(-1, 4),
+                    "scores": torch.tensor(
+                        [d.score for d in result.detections], dtype=torch.float32
+                    ),
+                    "labels": torch.zeros(len(predicted), dtype=torch.long),
+                }
+            ],
+            [
+                {
+                    "boxes": torch.tensor(truth, dtype=torch.float32),
+                    "labels": torch.zeros(len(truth), dtype=torch.long),
+                }
+            ],
+        )
+        mask = read_mask(photo_dir, table.iloc[i]["photo"]) > 0
+        ious.append(float(binary_jaccard_index(
+            torch.from_numpy(_photo_mask(result, input_size)), torch.from_numpy(mask)
+        )))  # fmt: skip
+        if result.localized:
+            found += 1
+            right += _iou(predicted[result.searched[0]], truth[0]) >= 0.5
+    return {
+        "box_ap@0.5": float(ap.compute()["map"]),
+        "mask_iou": float(np.mean(ious)),
+        "product_found": found / max(1, len(results)),
+        "searched_right_product": right / max(1, len(results)),
+    }
+
+
+def _photo_mask(result: QueryResult, side: int) -> np.ndarray:
+    """The predicted product mask resampled from the localizer's square to photo pixels."""
+    from PIL import Image
+
+    frame = Letterbox(result.width, result.height, side)
+    prob = result.product_mask if result.product_mask is not None else np.zeros((side, side))
+    inner = Image.fromarray(prob.astype(np.float32), mode="F").resize(
+        (result.width, result.height), Image.Resampling.BILINEAR, box=frame.inner
+    )
+    return np.asarray(inner) >= result.threshold
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union else 0.0
+
+
+def run_benchmark(
+    variants: Sequence[Variant],
+    table: pd.DataFrame,
+    photo_dir: Path,
+    gallery: Callable[[QueryPipeline], np.ndarray],
+    gallery_categories: Sequence[str],
+    gallery_products: Sequence[str],
+) -> tuple[dict[str, dict], dict[str, Answers]]:
+    """Metrics per variant (and localization metrics where it localized), plus the answers."""
+    metrics, answers, galleries = {}, {}, {}
+    for variant in variants:
+        key = id(variant.pipeline.embedder)
+        if key not in galleries:
+            galleries[key] = gallery(variant.pipeline)
+        answers[variant.name] = found = answer(variant, table, photo_dir)
+        metrics[variant.name] = search_metrics(
+            found.embeddings, galleries[key], table, gallery_categories, gallery_products
+        )
+        if variant.mode == "localize":
+            side = variant.pipeline.spec.localizer.input_size
+            metrics[variant.name]["localization"] = localization_metrics(
+                found.results, table, photo_dir, side
+            )
+    return metrics, answers

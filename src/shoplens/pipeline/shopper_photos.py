@@ -1,0 +1,61 @@
+"""The ``shopper_photos`` stage: the photo benchmark evaluate measures every model on.
+
+Test-split products with a clean cut-out, photographed onto the *evaluation* backgrounds by
+:mod:`shoplens.evaluation.shopper_photos`; the same photos for every model and every run
+until the catalog, the pool or ``evaluate.photos`` change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from shoplens.data.backgrounds import EVAL, read_pool
+from shoplens.data.cache import open_cache
+from shoplens.data.catalog import CACHE_FILE, CUTOUT, MASKS_FILE, SPLIT, read_manifest
+from shoplens.evaluation.photo_plots import save_photo_grid
+from shoplens.evaluation.shopper_photos import BenchmarkSettings, make_benchmark, read_photo
+
+log = logging.getLogger(__name__)
+
+
+def settings(cfg: DictConfig) -> BenchmarkSettings:
+    values = OmegaConf.to_container(cfg.evaluate.photos, resolve=True)
+    return BenchmarkSettings(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    )
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    catalog_dir, out = Path(cfg.paths.catalog_dir), Path(cfg.paths.shopper_photos_dir)
+    reports = Path(cfg.paths.reports_dir) / "shopper_photos"
+    reports.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(catalog_dir)
+    products = manifest[(manifest[SPLIT] == "test") & (manifest[CUTOUT] == "")]
+    images = open_cache(catalog_dir / CACHE_FILE)
+    masks = np.load(catalog_dir / MASKS_FILE, mmap_mode="r")
+    backgrounds = read_pool(cfg.paths.backgrounds_dir, EVAL)
+    table = make_benchmark(products, images, masks, backgrounds, out, settings(cfg))
+    sample = table.groupby("bucket", sort=False).head(4)
+    save_photo_grid(
+        [read_photo(out, name) for name in sample["photo"]],
+        [[(r.x0, r.y0, r.x1, r.y1)] for r in sample.itertuples()],
+        [f"{r.bucket}\n{r.category}" for r in sample.itertuples()],
+        reports / "preview.png",
+        "shopper-photo benchmark: test products on evaluation backgrounds (box: ground truth)",
+    )
+    summary = {
+        "photos": len(table),
+        "products": int(table["product_id"].nunique()),
+        **{f"photos_{b}": int(n) for b, n in table["bucket"].value_counts().items()},
+    }
+    (reports / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info(
+        "shopper photos: %d photos of %d test products in %s", len(table), summary["products"], out
+    )
+    return summary

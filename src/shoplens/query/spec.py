@@ -1,0 +1,69 @@
+"""What a registered model records about how a photo must be prepared, as plain JSON.
+
+Training decides these numbers (the catalog cache side, the weights' normalisation, the
+localizer's input size and threshold); the model carries them, so serving never re-creates
+preprocessing from its own config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    image_size: int  # the embedder's input side
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    # Photos are letterboxed to the catalog cache's side first, exactly like catalog files in
+    # preprocess, then resized to image_size by the model: a catalog photo uploaded as a query
+    # embeds exactly as its indexed copy.
+    letterbox_size: int
+    embedding_dim: int
+    num_classes: int = 0  # 0: no category head
+
+
+@dataclass(frozen=True)
+class LocalizerSpec:
+    input_size: int  # photos are letterboxed to this square for the product mask
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    threshold: float = 0.5  # mask probability counted as product
+    min_area: float = 0.002  # components smaller than this share of the frame are noise
+
+
+@dataclass(frozen=True)
+class QuerySpec:
+    embedder: EmbedderSpec
+    localizer: LocalizerSpec | None = None
+    localize: bool = True  # off: every photo is embedded whole (also without a localizer)
+    crop_margin: float = 0.1  # added to each side of a product box, as a share of its side
+    mask_background: bool = True  # paint what the mask calls background in the backdrop colour
+    backdrop: tuple[int, int, int] = (0, 0, 0)  # the catalog's typical backdrop colour
+    # Upload validation (shoplens.data.images.ImageLimits): the same rules as catalog files.
+    limits: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> QuerySpec:
+        def stats(d: dict[str, Any]) -> dict[str, Any]:
+            return {**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])}
+
+        loc = values.get("localizer")
+        return cls(
+            embedder=EmbedderSpec(**stats(values["embedder"])),
+            localizer=LocalizerSpec(**stats(loc)) if loc else None,
+            localize=bool(values.get("localize", True)),
+            crop_margin=float(values.get("crop_margin", 0.1)),
+            mask_background=bool(values.get("mask_background", True)),
+            backdrop=tuple(int(v) for v in values.get("backdrop", (0, 0, 0))),
+            limits=dict(values.get("limits", {})),
+        )
+
+    def with_options(self, **changes: Any) -> QuerySpec:
+        """A copy with some switches changed (``localize=False`` for the whole-frame path)."""
+        values = {**self.to_dict(), **changes}
+        return QuerySpec.from_dict(values)

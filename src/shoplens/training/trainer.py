@@ -13,20 +13,26 @@ from shoplens.training.module import MONITOR
 
 
 def build_trainer(
-    cfg: DictConfig, train_dir: Path, logger: Logger | bool, extra_callbacks=()
+    cfg: DictConfig,
+    train_dir: Path,
+    logger: Logger | bool,
+    extra_callbacks=(),
+    monitor: str = MONITOR,
+    max_epochs: int | None = None,
 ) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The ``trainer`` group's Trainer; ``monitor`` (maximised) picks ``best.ckpt``."""
     t = cfg.trainer
     checkpoint = ModelCheckpoint(
         dirpath=train_dir,
         filename="best",
-        monitor=MONITOR,
+        monitor=monitor,
         mode="max",
         save_last=True,
         enable_version_counter=False,  # re-runs overwrite best.ckpt instead of best-v1.ckpt
     )
     callbacks = [checkpoint, *extra_callbacks]
     if t.early_stopping_patience > 0:
-        callbacks.append(EarlyStopping(MONITOR, mode="max", patience=t.early_stopping_patience))
+        callbacks.append(EarlyStopping(monitor, mode="max", patience=t.early_stopping_patience))
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     trainer = L.Trainer(
@@ -34,7 +40,7 @@ def build_trainer(
         devices=t.devices,
         strategy=t.strategy,
         precision=t.precision,
-        max_epochs=t.max_epochs,
+        max_epochs=t.max_epochs if max_epochs is None else max_epochs,
         fast_dev_run=t.fast_dev_run,
         limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches,

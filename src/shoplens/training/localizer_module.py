@@ -1,0 +1,71 @@
+"""The localizer's LightningModule: Dice + BCE on the product mask, mask IoU on val scenes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from segmentation_models_pytorch.losses import DiceLoss, SoftBCEWithLogitsLoss
+from torchmetrics.classification import BinaryJaccardIndex
+
+from shoplens.models.localizer import build_localizer
+
+MONITOR = "val/mask_iou"
+
+
+class LocalizerModule(L.LightningModule):
+    """Built from the resolved config alone, so a checkpoint rebuilds itself."""
+
+    def __init__(self, config: dict[str, Any], pretrained: bool | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        cfg = OmegaConf.create(config)
+        self.cfg, loc = cfg, cfg.localizer
+        backbone = cfg.backbone
+        if pretrained is not None:  # loading a checkpoint: its weights replace ImageNet's
+            backbone = OmegaConf.merge(backbone, {"pretrained": pretrained})
+        self.localizer = build_localizer(backbone, loc)
+        if loc.freeze_encoder:
+            self.localizer.encoder.requires_grad_(False)
+        # Dice keeps small products from drowning in background pixels; BCE keeps edges sharp.
+        self.dice, self.bce = DiceLoss("binary", from_logits=True), SoftBCEWithLogitsLoss()
+        self.val_iou = BinaryJaccardIndex(threshold=float(loc.threshold))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.localizer(images)
+
+    def on_train_epoch_start(self) -> None:
+        if self.cfg.localizer.freeze_encoder:  # frozen BatchNorm keeps ImageNet statistics
+            self.localizer.encoder.eval()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        logits = self.localizer(images)
+        loss = self.dice(logits, masks) + self.bce(logits, masks)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, masks = batch
+        self.val_iou.update(torch.sigmoid(self.localizer(images)), masks.int())
+
+    def on_validation_epoch_end(self) -> None:
+        self.log(MONITOR, self.val_iou.compute(), prog_bar=True)
+        self.val_iou.reset()
+
+    def configure_optimizers(self):
+        loc = self.cfg.localizer
+        params = [p for p in self.localizer.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=float(loc.lr), weight_decay=float(loc.weight_decay)
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=float(loc.lr), total_steps=total, pct_start=0.1
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }

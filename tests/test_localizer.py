@@ -1,0 +1,160 @@
+"""The localizer and the query pipeline around it: a localizer trained here on copy-paste scenes
+finds a product of known box, the pipeline crops to it, an empty photo falls back to the whole
+frame with a note, and hostile photos are a clear error or a flagged fallback."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from shoplens.config import compose_config
+from shoplens.data.backgrounds import EVAL, POOL_FILE, TRAIN
+from shoplens.data.catalog import read_manifest
+from shoplens.data.images import ImageTooLarge, InvalidImageError
+from shoplens.pipeline import train_localizer
+from shoplens.pipeline.query_setup import load_localizer, localizer_spec, query_spec
+from shoplens.query import EmbedderSpec, LocalizerSpec, QueryPipeline, QuerySpec
+from shoplens.query.pipeline import WHOLE_FRAME
+from shoplens.training.scenes import SceneDataModule
+
+LOCALIZER = (
+    "localizer.input_size=64",
+    "localizer.decoder_channels=32",
+    "localizer.epochs=3",
+    "localizer.steps_per_epoch=40",
+    "localizer.batch_size=16",
+    "localizer.val_scenes=32",
+    "localizer.lr=0.01",
+    "trainer.early_stopping_patience=0",
+)
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "JPEG", quality=92)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def localized(workspace, overrides):
+    cfg = compose_config(overrides(workspace, *LOCALIZER))
+    result = train_localizer.run(cfg)
+    return cfg, result, load_localizer(cfg.localizer.checkpoint)
+
+
+def _spec(cfg, localizer) -> QuerySpec:
+    embedder = EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=4)
+    return query_spec(cfg, embedder, localizer_spec(localizer, cfg))
+
+
+def _embed(x: torch.Tensor):
+    return (torch.nn.functional.normalize(x.mean(dim=(2, 3)).repeat(1, 2)[:, :4], dim=1),)
+
+
+def _composite(workspace, side=96) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A test-split product pasted at a known place on a smooth background."""
+    manifest = read_manifest(workspace / "catalog")
+    row = manifest[manifest["split"] == "test"].iloc[0]
+    image = np.load(workspace / "catalog" / "images.npy")[row["cache_index"]]
+    mask = np.load(workspace / "catalog" / "masks.npy")[row["cache_index"]] > 0
+    ys, xs = np.nonzero(mask)
+    product, alpha = (
+        image[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1],
+        mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1],
+    )
+    yy, xx = np.mgrid[0:side, 0:side]
+    scene = np.stack([60 + xx, 90 + yy // 2, 140 - yy // 3], axis=2).clip(0, 255).astype(np.uint8)
+    y0, x0 = 30, 20
+    h, w = alpha.shape
+    scene[y0 : y0 + h, x0 : x0 + w][alpha] = product[alpha]
+    return scene, (x0, y0, x0 + w, y0 + h)
+
+
+def _iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+def test_training_scenes_never_read_an_evaluation_background(workspace, overrides):
+    """Every photograph behind a training or validation scene is a recorded train photograph."""
+    import pandas as pd
+
+    cfg = compose_config(overrides(workspace, *LOCALIZER))
+    pool = pd.read_csv(workspace / "backgrounds" / POOL_FILE)
+    module = SceneDataModule(
+        cfg.paths.catalog_dir, cfg.paths.backgrounds_dir, 64,
+        train_localizer.scene_settings(cfg), (0.5,) * 3, (0.5,) * 3, 4, 2, 4,
+    )  # fmt: skip
+    for scenes in (module.train_set, module.val_set):
+        names = set(scenes.backgrounds.names)
+        assert names == set(pool.loc[pool["split"] == TRAIN, "name"])
+        assert not names & set(pool.loc[pool["split"] == EVAL, "name"])
+
+
+def test_a_trained_localizer_finds_the_product_and_the_pipeline_crops_to_it(workspace, localized):
+    cfg, result, localizer = localized
+    assert result["val_mask_iou"] is not None and result["global_step"] == 3 * 40
+    pipeline = QueryPipeline(_spec(cfg, localizer), _embed, localizer)
+    scene, truth = _composite(workspace)
+    found = pipeline.query(jpeg(scene))
+    assert found.localized and found.note == "", found.note
+    box = found.detections[found.searched[0]].box
+    assert _iou(box, truth) >= 0.5, (box, truth)
+    # What was embedded is the pipeline's crop of that box, not the whole photo.
+    image = pipeline.validate(jpeg(scene))
+    whole = pipeline.crop(image)
+    assert not np.array_equal(found.crops[0], whole)
+
+
+def test_an_empty_photo_is_searched_whole_and_says_so(localized):
+    cfg, _, localizer = localized
+    pipeline = QueryPipeline(
+        _spec(cfg, localizer), _embed, lambda x: torch.full_like(x[:, :1], -9.0)
+    )
+    empty = np.full((80, 120, 3), 200, np.uint8)
+    result = pipeline.query(jpeg(empty))
+    assert result.searched == [WHOLE_FRAME] and not result.localized
+    assert result.note == "no product found" and result.embeddings.shape == (1, 4)
+    off = QueryPipeline(_spec(cfg, localizer).with_options(localize=False), _embed, localizer)
+    assert off.query(jpeg(empty)).note == "localization is off"
+
+
+def test_hostile_photos_are_an_error_or_a_flagged_fallback(localized):
+    cfg, _, localizer = localized
+    spec = _spec(cfg, localizer).with_options(
+        limits={"min_size": 16, "max_pixels": 1_000_000, "max_file_bytes": 5_000_000}
+    )
+
+    # A localizer that calls one thin column "product": a 1-px-wide box cannot be embedded.
+    def thin(x):
+        out = torch.full_like(x[:, :1], -9.0)
+        out[..., 30] = 9.0
+        return out
+
+    pipeline = QueryPipeline(spec, _embed, thin)
+    white = pipeline.query(jpeg(np.full((100, 100, 3), 255, np.uint8)))
+    assert not white.localized and "too small" in white.note
+    with pytest.raises(ImageTooLarge):
+        pipeline.query(jpeg(np.zeros((1200, 1000, 3), np.uint8)))
+    with pytest.raises(InvalidImageError, match="too small"):
+        pipeline.query(jpeg(np.zeros((1, 400, 3), np.uint8)))
+    real = QueryPipeline(spec, _embed, localizer)
+    wide = real.query(jpeg(np.full((20, 900, 3), 128, np.uint8)))  # extreme aspect ratio
+    assert wide.embeddings.shape == (1, 4) and np.isfinite(wide.embeddings).all()
+
+
+def test_localizer_spec_round_trips_through_json():
+    spec = QuerySpec(
+        EmbedderSpec(64, (0.5,) * 3, (0.5,) * 3, 80, 256, 10),
+        LocalizerSpec(128, (0.5,) * 3, (0.5,) * 3, 0.4, 0.01),
+        crop_margin=0.05,
+        backdrop=(255, 255, 255),
+        limits={"min_size": 16},
+    )
+    assert QuerySpec.from_dict(spec.to_dict()) == spec

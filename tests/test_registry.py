@@ -11,10 +11,8 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from shoplens.config import compose_config
-from shoplens.data.augment import build_eval_transform
 from shoplens.pipeline import evaluate, register
 from shoplens.registry.gate import Standing, decide
 from shoplens.registry.versions import DATA_TAG
@@ -122,39 +120,53 @@ def test_champion_moves_only_for_a_real_improvement_and_reruns_reuse_the_version
     assert _registry()[1] == [1, 2, 3]
 
 
-def test_champion_loads_with_plain_mlflow_and_matches_the_embedder(stage, workspace, monkeypatch):
+PLAIN_MLFLOW = """
+import json, sys
+from pathlib import Path
+src = Path(sys.argv[1]).resolve()
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != src]  # the editable install
+try:
+    import shoplens  # noqa: F401
+    raise SystemExit("shoplens is still importable")
+except ImportError:
+    pass
+import mlflow, pandas as pd
+mlflow.set_tracking_uri(sys.argv[2])
+model = mlflow.pyfunc.load_model(sys.argv[3])
+photos = [Path(p).read_bytes() for p in sys.argv[4:]]
+out = model.predict(pd.DataFrame({"image": photos}))
+import shoplens
+print(json.dumps({"embedding": out["embedding"].tolist(), "note": out["note"].tolist(),
+                  "shoplens": shoplens.__file__}))
+"""
+
+
+def test_the_registered_pipeline_runs_without_shoplens_and_embeds_like_search(stage, workspace):
+    """The same photo, the same embedding: through the pyfunc loaded in a Python that cannot
+    import the installed shoplens (only the sources the model ships), and through evaluate's
+    torch pipeline in this process."""
+    import subprocess
+
+    from shoplens.pipeline.query_setup import torch_pipeline
+
     cfg = compose_config(stage)
     if "champion" not in _registry()[0]:
         register.run(cfg)
+    photos = sorted(Path(cfg.paths.shopper_photos_dir).glob("photos/*.jpg"))[:3]
+    photos += sorted(workspace.glob("images/*/*"))[:2]
+    src = Path(__file__).resolve().parents[1] / "src"
+    done = subprocess.run(
+        [sys.executable, "-c", PLAIN_MLFLOW, str(src), cfg.tracking.uri,
+         f"models:/{NAME}@champion", *map(str, photos)],
+        capture_output=True, text=True, check=False, cwd=workspace,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "/code/shoplens/" in out["shoplens"], out["shoplens"]  # shipped with the model
     embedder = EmbedderModule.load_from_checkpoint(
-        Path(cfg.paths.artifacts_dir) / "train" / "best.ckpt", map_location="cpu", pretrained=False
+        cfg.evaluate.checkpoint, map_location="cpu", pretrained=False
     ).embedder.eval()
-    spec = embedder.preprocessing
-    cache = np.load(Path(cfg.paths.catalog_dir) / "images.npy")[:6]  # 32 px: the model's size
-    photos = np.stack([np.asarray(Image.open(p)) for p in sorted(workspace.glob("images/*/*"))[:6]])
-    assert photos.shape[1:] == (40, 40, 3)  # resized inside the model
-
-    # Without shoplens: the model must bring everything it needs.
-    for module in [m for m in sys.modules if m == "shoplens" or m.startswith("shoplens.")]:
-        monkeypatch.delitem(sys.modules, module)
-    monkeypatch.setitem(sys.modules, "shoplens", None)
-    monkeypatch.chdir(workspace)
-    model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    assert [p.name for p in model.metadata.get_params_schema().params] == ["output"]
-    outputs = {
-        (name, output): model.predict(images, params={"output": output})
-        for name, images in (("cache", cache), ("photos", photos))
-        for output in ("embedding", "logits")
-    }
-    monkeypatch.undo()
-
-    transform = build_eval_transform(cfg.data.image_size, spec.mean, spec.std)
-    for name, images in (("cache", cache), ("photos", photos)):
-        with torch.no_grad():
-            embedding, logits = embedder.forward_with_logits(
-                torch.stack([transform(i) for i in images])
-            )
-        assert outputs[name, "embedding"].dtype == np.float32
-        assert outputs[name, "embedding"].shape == (len(images), cfg.model.embedding_dim)
-        np.testing.assert_allclose(outputs[name, "embedding"], embedding.numpy(), atol=1e-5)
-        np.testing.assert_allclose(outputs[name, "logits"], logits.numpy(), atol=1e-4)
+    local = torch_pipeline(cfg, embedder, None).query_batch([p.read_bytes() for p in photos])
+    expected = np.stack([r.embeddings[0] for r in local])
+    np.testing.assert_allclose(np.array(out["embedding"]), expected, atol=1e-5)
+    assert set(out["note"]) == {"localization is off"}  # no localizer in these tests

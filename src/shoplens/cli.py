@@ -33,6 +33,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "photograph test products onto evaluation backgrounds: the photo benchmark",
     ),
     "train": ("shoplens.pipeline.train", "fine-tune the backbone (tracked in MLflow)"),
+    "train_localizer": (
+        "shoplens.pipeline.train_localizer",
+        "train the product localizer on copy-paste scenes (tracked in MLflow)",
+    ),
     "evaluate": (
         "shoplens.pipeline.evaluate",
         "test-split retrieval: fine-tuned vs untuned backbone, metrics and plots",
@@ -62,6 +66,11 @@ def _build_parser() -> argparse.ArgumentParser:
             stage.add_argument("--k", type=int, default=None, help="products (search.k_default)")
             stage.add_argument("--category", default=None, help="only this category")
             stage.add_argument("--json", action="store_true", help="machine-readable output")
+            stage.add_argument(
+                "--all-products",
+                action="store_true",
+                help="results for every product found in the photo (shop the look)",
+            )
         stage.add_argument(
             "--params",
             metavar="FILE",
@@ -123,7 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             if args.command == "serve":
                 return commands.serve(cfg)
-            return commands.search(cfg, args.photo, args.k, args.category, args.json)
+            return commands.search(
+                cfg, args.photo, args.k, args.category, args.json, args.all_products
+            )
         result = importlib.import_module(STAGES[args.command][0]).run(cfg)
     except _user_errors() as err:
         # Input problems (bad catalog, missing data) are the user's to fix: no traceback.

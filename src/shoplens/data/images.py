@@ -52,6 +52,10 @@ class InvalidImageError(ValueError):
         self.reason = reason
 
 
+class ImageTooLarge(InvalidImageError):
+    """Over a byte or pixel limit (HTTP 413 rather than 400)."""
+
+
 def read_image_bytes(path: str | Path, limits: ImageLimits) -> bytes:
     """The file's bytes, after checking (without reading) that its size is acceptable."""
     path = Path(path)
@@ -87,7 +91,7 @@ def load_rgb(source: str | Path | bytes, limits: ImageLimits) -> Image.Image:
         img = _open(data)
         width, height = img.size
         if width * height > limits.max_pixels:
-            raise InvalidImageError(
+            raise ImageTooLarge(
                 f"too large: {width}x{height} = {width * height} pixels > limit {limits.max_pixels}"
             )
         if min(width, height) < limits.min_size:
@@ -102,7 +106,7 @@ def _check_byte_count(size: int, limits: ImageLimits) -> None:
     if size == 0:
         raise InvalidImageError("empty file (0 bytes)")
     if size > limits.max_file_bytes:
-        raise InvalidImageError(f"file too large: {size} bytes > limit {limits.max_file_bytes}")
+        raise ImageTooLarge(f"file too large: {size} bytes > limit {limits.max_file_bytes}")
 
 
 def _open(data: bytes) -> Image.Image:
@@ -112,7 +116,7 @@ def _open(data: bytes) -> Image.Image:
     except UnidentifiedImageError:
         raise InvalidImageError("not an image (cannot identify image file)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise InvalidImageError(f"too large: decompression-bomb guard ({err})") from None
+        raise ImageTooLarge(f"too large: decompression-bomb guard ({err})") from None
     except Exception as err:
         # The format was recognised but its header is cut short or malformed.
         raise InvalidImageError(f"truncated or corrupt image data ({err})") from None
@@ -123,7 +127,7 @@ def _decode(img: Image.Image) -> None:
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise InvalidImageError(f"too large: decompression-bomb guard ({err})") from None
+        raise ImageTooLarge(f"too large: decompression-bomb guard ({err})") from None
     except Exception as err:
         # PIL's decoders raise OSError, SyntaxError, ValueError, struct.error, EOFError, ...
         # on damaged data; for a single decode call every one of them means "bad file".

@@ -46,9 +46,9 @@ from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
 from shoplens.models import Embedder, build_embedder
 from shoplens.pipeline.query_setup import (
     baseline_pipeline,
-    embedder_forward,
     embedder_spec,
-    query_spec,
+    load_localizer,
+    torch_pipeline,
 )
 from shoplens.query import Embedded, QueryPipeline
 from shoplens.tracking import configure_mlflow, data_version
@@ -87,9 +87,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.warning("evaluating at %d px a model trained at %d px", size, tuned.cfg.data.image_size)
 
     spec = embedder_spec(embedder, size, catalog_dir)
+    localizer = load_localizer(cfg.localizer.checkpoint)
+    if localizer is None:
+        log.warning("no localizer at %s: photos are searched whole", cfg.localizer.checkpoint)
     pipelines = {
         "baseline": baseline_pipeline(cfg, baseline, spec),
-        "finetuned": QueryPipeline(query_spec(cfg, spec), embedder_forward(embedder)),
+        "finetuned": torch_pipeline(cfg, embedder, localizer),
     }
     cache = open_cache(catalog_dir / CACHE_FILE)
     galleries = {name: _embed_test(p, cache, test, name) for name, p in pipelines.items()}
@@ -99,6 +102,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     evaluated = {  # what register checks: these metrics belong to this checkpoint and data
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": checkpoint_sha256(checkpoint),
+        "localizer_sha256": (
+            checkpoint_sha256(cfg.localizer.checkpoint) if localizer is not None else "none"
+        ),
         "data_version": data_version(catalog_dir),
         "image_size": size,
         "queries": int(is_query.sum()),
@@ -149,7 +155,9 @@ def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path)
     variants = [
         Variant("baseline_frame", pipelines["baseline"], "frame"),
         Variant("finetuned_frame", tuned, "frame"),
-        Variant("oracle_box", QueryPipeline(unmasked, tuned.embedder), "oracle_box"),
+        Variant(
+            "oracle_box", QueryPipeline(unmasked, tuned.embedder, tuned.localizer), "oracle_box"
+        ),
         Variant("oracle_mask", tuned, "oracle_mask"),
     ]
     if tuned.can_localize:
@@ -159,7 +167,7 @@ def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path)
     _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir)
     pd.DataFrame(
         [
-            {"variant": v, "bucket": b, **m}
+            {"variant": v, "bucket": b, "bar": f"{v} / {b}", **m}
             for v, buckets in metrics.items()
             for b, m in buckets.items()
             if b != "localization"

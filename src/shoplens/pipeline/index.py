@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CATEGORY, PATH, PRODUCT_ID, read_manifest
+from shoplens.registry.champion import LoadedModel, load_champion
 from shoplens.search import CatalogIndex, IndexConfig, recall_against_exact
-from shoplens.serving.model import LoadedModel, load_champion
 from shoplens.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)

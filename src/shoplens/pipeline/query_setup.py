@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, read_framing
 from shoplens.models import Embedder
+from shoplens.models.localizer import Localizer
 from shoplens.query import EmbedderSpec, LocalizerSpec, QueryPipeline, QuerySpec
 
 
@@ -70,3 +71,37 @@ def baseline_pipeline(cfg: DictConfig, baseline: Embedder, spec: EmbedderSpec) -
     pooled = EmbedderSpec(**{**spec.__dict__, "embedding_dim": width, "num_classes": 0})
     baseline.eval()
     return QueryPipeline(query_spec(cfg, pooled), lambda x: (baseline.pooled_features(x),))
+
+
+def localizer_spec(localizer: Localizer, cfg: DictConfig) -> LocalizerSpec:
+    spec = localizer.preprocessing
+    return LocalizerSpec(
+        input_size=int(localizer.input_size),
+        mean=tuple(float(v) for v in spec.mean),
+        std=tuple(float(v) for v in spec.std),
+        threshold=float(cfg.localizer.threshold),
+        min_area=float(cfg.localizer.min_area),
+    )
+
+
+def load_localizer(checkpoint: str | Path) -> Localizer | None:
+    """The trained localizer, or None when there is no checkpoint (search the whole frame)."""
+    from shoplens.training.localizer_module import LocalizerModule
+
+    if not Path(checkpoint).is_file():
+        return None
+    module = LocalizerModule.load_from_checkpoint(checkpoint, map_location="cpu", pretrained=False)
+    return module.localizer.eval()
+
+
+def torch_pipeline(
+    cfg: DictConfig, embedder: Embedder, localizer: Localizer | None
+) -> QueryPipeline:
+    """The query pipeline over the trained torch networks (what register then exports)."""
+    espec = embedder_spec(embedder, int(cfg.data.image_size), cfg.paths.catalog_dir)
+    lspec = localizer_spec(localizer, cfg) if localizer is not None else None
+    return QueryPipeline(
+        query_spec(cfg, espec, lspec),
+        embedder_forward(embedder),
+        localizer.eval() if localizer is not None else None,
+    )

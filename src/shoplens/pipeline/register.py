@@ -1,14 +1,18 @@
-"""The ``register`` stage: the evaluated checkpoint becomes a version of the registered model,
-and the promotion gate decides whether alias ``champion`` moves to it.
+"""The ``register`` stage: the evaluated query pipeline becomes a version of the registered
+model, and the promotion gate decides whether alias ``champion`` moves to it.
 
-Search loads ``models:/<registry.model_name>@champion``, so only a model that measurably beats
-the current champion on the test set changes what shoppers get; anything else is kept as
-``challenger`` for a person to inspect. Re-running with the same checkpoint reuses its version.
-The decision and its reason go to ``reports/registry.json`` and onto the version's tags.
+Two registered models: the localizer (``registry.localizer_name``, its own gate on mask IoU
+and box AP) and the query pipeline (``registry.model_name``: embedder + localizer + spec as one
+pyfunc, gated on test Recall@1 and shopper-photo category@1). Search loads
+``models:/<registry.model_name>@champion``, so only a pipeline that measurably beats the
+champion changes what shoppers get; anything else is kept as ``challenger`` for a person to
+inspect. Re-running with the same checkpoints reuses their versions. Decisions and reasons go
+to ``reports/registry.json`` and onto the versions' tags.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import tempfile
@@ -19,29 +23,35 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 from omegaconf import DictConfig
+from PIL import Image
 
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, SPLIT, read_catalog
-from shoplens.registry.export import log_embedder
+from shoplens.data.catalog import CACHE_FILE, read_catalog
+from shoplens.pipeline.query_setup import load_localizer, torch_pipeline
+from shoplens.registry.export import log_query_model
 from shoplens.registry.gate import CHAMPION, Standing, decide
+from shoplens.registry.localizer import register_localizer
 from shoplens.registry.versions import (
     CHECKPOINT_TAG,
     DATA_TAG,
+    LOCALIZER_TAG,
     aliases,
     apply_decision,
     champion_standing,
     find_version,
     metric_tags,
+    photo_score,
 )
 from shoplens.tracking import configure_mlflow, git_commit
 from shoplens.tracking.runs import checkpoint_sha256, read_train_run, training_run_id
 from shoplens.training.module import EmbedderModule
 
 log = logging.getLogger(__name__)
+NO_LOCALIZER = "none"
 
 
 class EvaluationMissing(FileNotFoundError):
-    """No evaluation of this checkpoint: none in reports/, or one of another checkpoint."""
+    """No evaluation of these checkpoints: none in reports/, or one of other checkpoints."""
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -50,42 +60,66 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    checkpoint, reports = Path(cfg.evaluate.checkpoint), Path(cfg.paths.reports_dir)
+def _checked(cfg: DictConfig, reports: Path) -> tuple[dict, dict, str, str]:
+    """metrics, evaluated, embedder sha, localizer sha: refuses metrics of other checkpoints."""
     metrics = _read(reports / "metrics.json")
     evaluated = _read(reports / "evaluate" / "evaluated.json")
-    sha = checkpoint_sha256(checkpoint)
-    if evaluated["checkpoint_sha256"] != sha:
+    sha = checkpoint_sha256(cfg.evaluate.checkpoint)
+    localizer = Path(cfg.localizer.checkpoint)
+    loc_sha = checkpoint_sha256(localizer) if localizer.is_file() else NO_LOCALIZER
+    if evaluated["checkpoint_sha256"] != sha or evaluated.get("localizer_sha256") != loc_sha:
         raise EvaluationMissing(
-            f"{reports / 'metrics.json'} was measured on another checkpoint than {checkpoint}: "
-            "run `shoplens evaluate` again before registering"
+            f"{reports / 'metrics.json'} was measured on other checkpoints than "
+            f"{cfg.evaluate.checkpoint} and {localizer}: run `shoplens evaluate` again"
         )
+    return metrics, evaluated, sha, loc_sha
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    reports = Path(cfg.paths.reports_dir)
+    metrics, evaluated, sha, loc_sha = _checked(cfg, reports)
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     client, name = MlflowClient(), str(cfg.registry.model_name)
-    # Metric tags always describe the latest evaluation of this exact model (and its data).
-    measured = {DATA_TAG: evaluated["data_version"], **metric_tags(metrics)}
-    existing = find_version(client, name, sha)
-    if existing is None:
-        version = _log_and_register(
-            cfg, client, checkpoint, evaluated, {CHECKPOINT_TAG: sha, **measured}
+    data = evaluated["data_version"]
+    localizer, localizer_result = load_localizer(cfg.localizer.checkpoint), {}
+    localization = (metrics.get("shopper_photos", {}).get("pipeline") or {}).get("localization")
+    if localizer is not None and localization:
+        loc_run = training_run_id(
+            client, read_train_run(cfg.localizer.checkpoint), cfg.tracking.experiment, "register"
         )
+        loc_version, loc_decision = register_localizer(
+            client, str(cfg.registry.localizer_name), localizer, loc_sha, localization, data,
+            loc_run, float(cfg.registry.margin),
+        )  # fmt: skip
+        localizer_result = {
+            "localizer_version": loc_version,
+            "localizer_decision": loc_decision.alias,
+            "localizer_reason": loc_decision.reason,
+        }
+
+    # Metric tags always describe the latest evaluation of this exact pipeline (and its data).
+    measured = {DATA_TAG: data, **metric_tags(metrics)}
+    identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha}
+    existing = find_version(client, name, identity)
+    if existing is None:
+        version = _log_and_register(cfg, client, localizer, {**identity, **measured})
     else:
         version = int(existing.version)
         for key, value in measured.items():
             client.set_model_version_tag(name, str(version), key, value)
-        log.info("checkpoint %s… is already %s v%d: reusing it", sha[:12], name, version)
+        log.info("these checkpoints are already %s v%d: reusing it", name, version)
 
     current = aliases(client, name)
     previous = current.get(CHAMPION)
     champion = None
     if previous is not None:
         champion = champion_standing(
-            client, name, previous, evaluated["data_version"], Path(cfg.paths.catalog_dir)
-        )
-    recall = float(metrics["finetuned"]["recall@1"])
-    candidate = Standing(version, recall, evaluated["data_version"])
+            client, name, previous, data, Path(cfg.paths.catalog_dir),
+            Path(cfg.paths.shopper_photos_dir),
+        )  # fmt: skip
+    recall, photo = float(metrics["finetuned"]["recall@1"]), photo_score(metrics)
+    candidate = Standing(version, recall, data, photo=photo)
     decision = decide(candidate, champion, float(cfg.registry.margin))
-
     apply_decision(client, name, version, decision, current)
     result = {
         "model_name": name,
@@ -95,33 +129,45 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "promoted": int(decision.promote),
         "reused_version": int(existing is not None),
         "recall@1": recall,
+        "photo_category@1": photo,
         "margin": float(cfg.registry.margin),
         "champion_version": version if decision.promote else previous,
         "previous_champion_version": previous,
         "previous_champion_recall@1": champion.recall if champion else None,
+        "previous_champion_photo_category@1": champion.photo if champion else None,
         "champion_remeasured": int(bool(champion and champion.note)),
-        "data_version": evaluated["data_version"],
+        "data_version": data,
         "reason": decision.reason,
+        **localizer_result,
     }
     (reports / "registry.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info("%s v%d: %s", name, version, decision.reason)
     return result
 
 
-def _log_and_register(cfg, client, checkpoint: Path, evaluated: dict, tags: dict) -> int:
-    """Log the pyfunc model to the training run and register it as a new version."""
+def _log_and_register(cfg, client: MlflowClient, localizer, tags: dict) -> int:
+    """Log the query-pipeline pyfunc to the embedder's training run and register a version."""
+    checkpoint = cfg.evaluate.checkpoint
     module = EmbedderModule.load_from_checkpoint(checkpoint, map_location="cpu", pretrained=False)
-    manifest, categories = read_catalog(cfg.paths.catalog_dir)
-    rows = manifest.loc[manifest[SPLIT] == "test", "cache_index"].to_numpy()[:2]
-    example = np.asarray(open_cache(Path(cfg.paths.catalog_dir) / CACHE_FILE)[rows])
-    info = read_train_run(checkpoint)
-    run_id = training_run_id(client, info, cfg.tracking.experiment, "register")
+    pipeline = torch_pipeline(cfg, module.embedder.eval(), localizer)
+    _, categories = read_catalog(cfg.paths.catalog_dir)
+    example = _example_photo(cfg.paths.catalog_dir)
+    run_id = training_run_id(
+        client, read_train_run(checkpoint), cfg.tracking.experiment, "register"
+    )
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
-        model = log_embedder(
-            module.embedder, int(evaluated["image_size"]), categories, example, Path(tmp)
+        model = log_query_model(
+            module.embedder, localizer, pipeline.spec, categories, example, Path(tmp)
         )
     # The code the model was trained with: the training run's commit, not today's.
     commit = client.get_run(run_id).data.tags.get("mlflow.source.git.commit") or git_commit()
     tags = {**tags, "shoplens.git_commit": commit, "shoplens.train_run_id": run_id}
     version = mlflow.register_model(model.model_uri, str(cfg.registry.model_name), tags=tags)
     return int(version.version)
+
+
+def _example_photo(catalog_dir) -> bytes:
+    """A catalog photo as PNG bytes: the model's input example, within any upload limits."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(open_cache(Path(catalog_dir) / CACHE_FILE)[0])).save(buffer, "PNG")
+    return buffer.getvalue()

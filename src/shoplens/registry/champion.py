@@ -1,11 +1,11 @@
-"""The registered champion embedder, loaded once and called without pyfunc's overhead.
+"""The registered champion, loaded once and called without pyfunc's overhead.
 
 Search and the index stage must embed with the *same* model version, so both resolve the alias
 ``champion`` to a concrete version here and keep that number: the index records it, and the
 service refuses an index built by another version. ``mlflow.pyfunc.load_model`` gives a wrapper
-that validates the input schema on every call; the underlying ``ShoplensEmbedder`` (see
-``shoplens.registry.pyfunc_model``) is unwrapped and called directly, which for single-photo
-queries removes most of the per-request cost while running the exact same code.
+that validates the input schema on every call; the query pipeline behind it
+(:class:`~shoplens.registry.query_model.ShoplensQueryModel`) is unwrapped and called directly:
+the exact same code, without the per-request cost.
 """
 
 from __future__ import annotations
@@ -18,20 +18,26 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
+from shoplens.query import QueryPipeline
+
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+
+
+class UnsupportedModelVersion(RuntimeError):
+    """A registered version from before the query pipeline: it cannot answer photos."""
 
 
 @dataclass
 class LoadedModel:
     name: str
     version: str
-    python_model: Any  # the ShoplensEmbedder behind the pyfunc wrapper
+    python_model: Any  # the ShoplensQueryModel behind the pyfunc wrapper
 
     @property
-    def image_size(self) -> int:
-        return int(self.python_model.size)
+    def pipeline(self) -> QueryPipeline:
+        return self.python_model.pipeline
 
     @property
     def categories(self) -> list[str]:
@@ -39,34 +45,19 @@ class LoadedModel:
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.python_model.widths["embedding"])
+        return int(self.pipeline.spec.embedder.embedding_dim)
 
     @property
     def has_logits(self) -> bool:
-        return bool(self.python_model.widths["logits"])
+        return self.pipeline.spec.embedder.num_classes > 0
 
     def preprocessing(self) -> dict[str, Any]:
         """What an index built with this model must be queried with (stored in its meta)."""
-        m = self.python_model
-        return {
-            "image_size": self.image_size,
-            "mean": [float(v) for v in m.mean.flatten()],
-            "std": [float(v) for v in m.std.flatten()],
-        }
+        return self.pipeline.spec.to_dict()
 
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        """uint8 ``(N, H, W, 3)`` -> float32 L2-normalised ``(N, D)``."""
-        return self.python_model.predict(None, images, params={"output": "embedding"})
-
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        return self.python_model.predict(None, images, params={"output": "logits"})
-
-    def embed_with_logits(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings and category logits from one forward pass (the model must have a head)."""
-        if not hasattr(self.python_model, "heads"):  # a version registered before heads()
-            return self.embed(images), self.logits(images)
-        heads = self.python_model.heads(images)
-        return heads["embedding"], heads["logits"]
+    def embed(self, squares: np.ndarray) -> np.ndarray:
+        """Catalog squares uint8 ``(N, S, S, 3)`` -> float32 L2-normalised ``(N, D)``."""
+        return self.pipeline.embed_squares(squares).embeddings
 
 
 def load_champion(model_name: str, alias: str = CHAMPION) -> LoadedModel:
@@ -81,6 +72,11 @@ def load_champion(model_name: str, alias: str = CHAMPION) -> LoadedModel:
             f"({mlflow.get_tracking_uri()}): run `shoplens register` first ({err.message})"
         ) from None
     pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
-    inner = pyfunc.unwrap_python_model()  # a ShoplensEmbedder: the models this repo logs
+    inner = pyfunc.unwrap_python_model()
+    if not hasattr(inner, "pipeline"):
+        raise UnsupportedModelVersion(
+            f"{model_name} v{version} was registered before models carried their query "
+            "pipeline: run `dvc repro` (or `shoplens register`) to register the current one"
+        )
     log.info("loaded %s v%s (%s)", model_name, version, alias)
     return LoadedModel(model_name, version, inner)

@@ -1,10 +1,9 @@
-"""Package the fine-tuned embedder as a self-contained MLflow pyfunc model.
+"""Package the query pipeline (embedder, localizer, their spec) as one MLflow pyfunc model.
 
-The model is logged as code (``pyfunc_model.py``) plus artifacts: a ``torch.export`` program,
-a preprocessing spec and the category list. Nothing is pickled and nothing refers to shoplens,
-so ``mlflow.pyfunc.load_model("models:/shoplens-embedder@champion")`` works wherever torch and
-mlflow are installed. The signature declares uint8 image batches in, float32 embeddings out,
-and the ``output`` parameter ("embedding" or "logits") that search uses to narrow by category.
+The networks are saved as ``torch.export`` programs (graph and weights of exactly the model
+that was evaluated; TorchScript is deprecated), the spec as JSON, and the ``shoplens`` sources
+travel as ``code_paths`` so :mod:`shoplens.registry.query_model` runs the same pipeline code
+wherever the model is loaded (see its docstring for inputs and outputs).
 """
 
 from __future__ import annotations
@@ -16,15 +15,22 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
+import PIL
+import scipy
 import torch
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from torch import nn
 
+import shoplens
 from shoplens.models import Embedder
+from shoplens.models.localizer import Localizer
+from shoplens.query import QuerySpec
 
-MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
+MODEL_CODE = Path(__file__).with_name("query_model.py")
+PACKAGE_DIR = Path(shoplens.__file__).parent  # shipped as code_paths
 
 
 class _Heads(nn.Module):
@@ -39,70 +45,89 @@ class _Heads(nn.Module):
         return (embedding,) if logits is None else (embedding, logits)
 
 
+def export_program(model: nn.Module, side: int, path: Path) -> Path:
+    """``torch.export`` with a dynamic batch. A copy in eval mode with standard-layout weights:
+    channels_last parameters export fine but make torch.export.load warn about incomplete
+    tensors (inputs still go channels_last inside the graph when the model does that)."""
+    model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
+    example = torch.zeros(2, 3, side, side)
+    program = torch.export.export(
+        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
+    torch.export.save(program, path)
+    return path
+
+
 def export_artifacts(
-    embedder: Embedder, image_size: int, categories: Sequence[str], out_dir: Path
+    embedder: Embedder,
+    localizer: Localizer | None,
+    spec: QuerySpec,
+    categories: Sequence[str],
+    out_dir: Path,
 ) -> dict[str, str]:
     """Write the pyfunc model's artifacts into ``out_dir``; returns MLflow's artifacts dict."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    # A copy in eval mode (dropout off) with standard-layout weights: channels_last parameters
-    # export fine but make torch.export.load warn about incomplete tensors. Inputs still go
-    # channels_last inside the graph when the model was built that way.
-    model = copy.deepcopy(embedder).eval().to(memory_format=torch.contiguous_format)
-    example = torch.zeros(2, 3, image_size, image_size)
-    batch = torch.export.Dim("batch")
-    program = torch.export.export(_Heads(model), (example,), dynamic_shapes=({0: batch},))
-    torch.export.save(program, out_dir / "embedder.pt2")
-    spec = embedder.preprocessing
-    preprocessing = {
-        "image_size": int(image_size),
-        "mean": [float(v) for v in spec.mean],
-        "std": [float(v) for v in spec.std],
-        "interpolation": "bilinear",
-        "embedding_dim": int(embedder.embedding_dim),
-        "num_classes": int(embedder.num_classes),
+    artifacts = {
+        "embedder": export_program(
+            _Heads(embedder), spec.embedder.image_size, out_dir / "embedder.pt2"
+        ),
+        "spec": out_dir / "spec.json",
+        "categories": out_dir / "categories.json",
     }
-    (out_dir / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n")
+    if localizer is not None and spec.localizer is not None:
+        artifacts["localizer"] = export_program(
+            localizer, spec.localizer.input_size, out_dir / "localizer.pt2"
+        )
+    (out_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     (out_dir / "categories.json").write_text(json.dumps(list(categories), indent=2) + "\n")
-    return {
-        "program": str(out_dir / "embedder.pt2"),
-        "preprocessing": str(out_dir / "preprocessing.json"),
-        "categories": str(out_dir / "categories.json"),
-    }
+    return {name: str(path) for name, path in artifacts.items()}
 
 
-def signature(embedding_dim: int) -> ModelSignature:
+def signature() -> ModelSignature:
     return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, embedding_dim))]),
-        params=ParamSchema([ParamSpec("output", "string", "embedding")]),
+        inputs=Schema([ColSpec("binary", "image")]),
+        params=ParamSchema(
+            [ParamSpec("output", "string", "embedding"), ParamSpec("localize", "boolean", True)]
+        ),
     )
 
 
-def log_embedder(
+def _requirements() -> list[str]:
+    versions = {
+        "torch": torch.__version__.split("+")[0],
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "pillow": PIL.__version__,
+        "scipy": scipy.__version__,
+        "mlflow": mlflow.__version__,
+    }
+    return [f"{name}=={version}" for name, version in versions.items()]
+
+
+def log_query_model(
     embedder: Embedder,
-    image_size: int,
+    localizer: Localizer | None,
+    spec: QuerySpec,
     categories: Sequence[str],
-    input_example: np.ndarray,
+    input_example: bytes,
     workdir: Path,
-    name: str = "embedder",
+    name: str = "query_pipeline",
 ) -> ModelInfo:
     """Log the pyfunc model to the active run; returns its ModelInfo (``model_uri``)."""
-    artifacts = export_artifacts(embedder, image_size, categories, workdir)
+    artifacts = export_artifacts(embedder, localizer, spec, categories, workdir)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(MODEL_CODE),
         artifacts=artifacts,
-        signature=signature(embedder.embedding_dim),
-        input_example=input_example,
+        code_paths=[str(PACKAGE_DIR)],
+        signature=signature(),
+        input_example=pd.DataFrame({"image": [input_example]}),
         # Explicit: inferring them would load the model in a subprocess (slow) to watch imports.
-        pip_requirements=[
-            f"torch=={torch.__version__.split('+')[0]}",
-            f"numpy=={np.__version__}",
-            f"mlflow=={mlflow.__version__}",
-        ],
+        pip_requirements=_requirements(),
         metadata={
-            "image_size": int(image_size),
-            "embedding_dim": int(embedder.embedding_dim),
-            "num_classes": int(embedder.num_classes),
+            "image_size": int(spec.embedder.image_size),
+            "embedding_dim": int(spec.embedder.embedding_dim),
+            "num_classes": int(spec.embedder.num_classes),
+            "localizer": spec.localizer is not None,
         },
     )

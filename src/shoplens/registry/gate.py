@@ -1,9 +1,13 @@
 """The promotion gate: does a new model version replace the champion?
 
 Pure decision logic (no MLflow calls), so every branch is cheap to test and the reason a
-person reads in ``reports/registry.json`` is exactly what was decided. A challenger must beat
-the champion's test Recall@1 by *more than* ``margin``: test sets are small enough that a
-difference of a few queries is noise, and a tie never churns the alias.
+person reads in ``reports/registry.json`` is exactly what was decided. A version stands on two
+numbers: test Recall@1 on catalog shots and category@1 on the shopper-photo benchmark through
+its own query pipeline. A challenger must beat the champion on one of them by *more than*
+``margin`` without losing more than ``margin`` on the other: test sets are small enough that a
+difference of a few queries is noise, and a tie never churns the alias. A champion registered
+before the photo benchmark existed has no photo number; a challenger that has one replaces it
+unless it is worse on catalog shots.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ EPS = 1e-9  # 0.805 - 0.800 is 0.00500000000000012 in floats: that is not "more 
 
 @dataclass(frozen=True)
 class Standing:
-    """A model version's test Recall@1, and where that number comes from."""
+    """A model version's test numbers, and where they come from."""
 
     version: int
-    recall: float
+    recall: float  # test Recall@1, catalog shots
     data_version: str
     note: str = ""  # e.g. that the champion was re-measured on this test set
+    photo: float | None = None  # shopper-photo category@1 of its query pipeline
 
 
 @dataclass(frozen=True)
@@ -34,22 +39,49 @@ class Decision:
         return CHAMPION if self.promote else CHALLENGER
 
 
-def decide(candidate: Standing, champion: Standing | None, margin: float) -> Decision:
-    """Champion if there is none, if the candidate already is it, or if it wins by > margin."""
-    v, r = candidate.version, candidate.recall
-    if champion is None:
-        return Decision(True, f"no champion yet: v{v} (test recall@1 {r:.4f}) becomes champion")
-    if champion.version == v:
-        return Decision(True, f"v{v} is already the champion (test recall@1 {r:.4f})")
-    gain = round(r - champion.recall, 9)
-    note = f" {champion.note}" if champion.note else ""
-    versus = f"v{v} test recall@1 {r:.4f} vs champion v{champion.version} {champion.recall:.4f}"
+# What the two numbers are called in a reason: the query pipeline's by default.
+NAMES = ("recall@1", "photo category@1")
+
+
+def _describe(s: Standing, names: tuple[str, str]) -> str:
+    photo = f", {names[1]} {s.photo:.4f}" if s.photo is not None else ""
+    return f"test {names[0]} {s.recall:.4f}{photo}"
+
+
+def _gain(name: str, gain: float, margin: float) -> str:
     if gain - margin > EPS:
-        reason = f"{versus}: +{gain:.4f} beats the margin {margin:g}; v{v} becomes champion"
-        return Decision(True, reason + note)
+        return f"{name} +{gain:.4f} beats the margin {margin:g}"
     if gain > 0:
-        verdict = f"+{gain:.4f} is within the margin {margin:g}"
+        return f"{name} +{gain:.4f} is within the margin {margin:g}"
+    return f"{name} {gain:+.4f}, not better"
+
+
+def decide(
+    candidate: Standing, champion: Standing | None, margin: float, names: tuple[str, str] = NAMES
+) -> Decision:
+    """Champion if there is none, if the candidate already is it, or if it wins as above.
+    ``names``: what the primary and the photo number are (the localizer's gate passes its own)."""
+    v = candidate.version
+    mine = _describe(candidate, names)
+    if champion is None:
+        return Decision(True, f"no champion yet: v{v} ({mine}) becomes champion")
+    if champion.version == v:
+        return Decision(True, f"v{v} is already the champion ({mine})")
+    note = f" {champion.note}" if champion.note else ""
+    versus = f"v{v} {mine} vs champion v{champion.version} {_describe(champion, names)}"
+    recall = round(candidate.recall - champion.recall, 9)
+    verdicts = [_gain(names[0], recall, margin)]
+    wins, holds = recall - margin > EPS, recall >= -margin - EPS
+    if candidate.photo is not None and champion.photo is None:
+        verdicts.append(f"the champion has no {names[1]}")
+        photo_wins, photo_holds = True, True
+    elif candidate.photo is not None and champion.photo is not None:
+        photo = round(candidate.photo - champion.photo, 9)
+        verdicts.append(_gain(names[1], photo, margin))
+        photo_wins, photo_holds = photo - margin > EPS, photo >= -margin - EPS
     else:
-        verdict = f"{gain:+.4f}, not better"
-    reason = f"{versus}: {verdict}; champion stays, v{v} is challenger"
-    return Decision(False, reason + note)
+        photo_wins, photo_holds = False, True
+    verdict = "; ".join(verdicts)
+    if (wins and photo_holds) or (photo_wins and holds):
+        return Decision(True, f"{versus}: {verdict}; v{v} becomes champion{note}")
+    return Decision(False, f"{versus}: {verdict}; champion stays, v{v} is challenger{note}")

@@ -21,7 +21,9 @@ from mlflow.entities.model_registry import ModelVersion
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, QUERY, ROLE, SPLIT, read_catalog
+from shoplens.evaluation.photo_benchmark import Variant, run_benchmark
 from shoplens.evaluation.retrieval import recall_at_k, split_query_gallery
+from shoplens.evaluation.shopper_photos import read_benchmark
 from shoplens.registry.gate import CHALLENGER, Decision, Standing
 
 log = logging.getLogger(__name__)
@@ -29,15 +31,41 @@ log = logging.getLogger(__name__)
 CHECKPOINT_TAG = "shoplens.checkpoint_sha256"
 DATA_TAG = "shoplens.data_version"
 RECALL_TAG = "test.recall_at_1"
+PHOTO_TAG = "photos.category_at_1"
+LOCALIZER_TAG = "shoplens.localizer_sha256"
 CHUNK = 512  # images per predict call when re-measuring
 
 
-def metric_tags(metrics: dict[str, dict[str, float]]) -> dict[str, str]:
-    """``test.<metric>`` for the fine-tuned model, ``test.baseline.<metric>`` for the backbone."""
+def _tag(name: str) -> str:
+    return name.replace("@", "_at_")
+
+
+def photo_score(metrics: dict) -> float | None:
+    """The gate's photo number: category@1 of the query pipeline as registered (localizing
+    when it has a localizer), None when evaluate measured no shopper photos."""
+    photos = metrics.get("shopper_photos") or {}
+    block = photos.get("pipeline") or photos.get("finetuned_frame")
+    return None if block is None else float(block["all"]["category@1"])
+
+
+def metric_tags(metrics: dict) -> dict[str, str]:
+    """``test.<metric>`` for the fine-tuned model, ``test.baseline.<metric>`` for the backbone,
+    ``photos.<variant>.<metric>`` (every bucket for the registered pipeline, the whole
+    benchmark for the others, localization too) and the gate's ``photos.category_at_1``."""
     tags = {}
     for block, values in metrics.items():
+        if block == "shopper_photos":
+            continue
         prefix = "test." if block == "finetuned" else f"test.{block}."
-        tags |= {prefix + k.replace("@", "_at_"): f"{v:.6g}" for k, v in values.items()}
+        tags |= {prefix + _tag(k): f"{v:.6g}" for k, v in values.items()}
+    for variant, buckets in (metrics.get("shopper_photos") or {}).items():
+        for bucket, values in buckets.items():
+            if bucket != "all" and bucket != "localization" and variant != "pipeline":
+                continue
+            name = f"photos.{variant}." + ("" if bucket == "all" else f"{bucket}.")
+            tags |= {name + _tag(k): f"{v:.6g}" for k, v in values.items() if k != "photos"}
+    if (score := photo_score(metrics)) is not None:
+        tags[PHOTO_TAG] = f"{score:.6g}"
     return tags
 
 
@@ -47,10 +75,12 @@ def aliases(client: MlflowClient, name: str) -> dict[str, int]:
     return {alias: int(v) for alias, v in found[0].aliases.items()} if found else {}
 
 
-def find_version(client: MlflowClient, name: str, checkpoint_sha256: str) -> ModelVersion | None:
-    """The version registered from this exact checkpoint, if any (the oldest, should there be
-    several from before this rule)."""
-    query = f"name = '{name}' and tags.`{CHECKPOINT_TAG}` = '{checkpoint_sha256}'"
+def find_version(client: MlflowClient, name: str, identity: dict[str, str]) -> ModelVersion | None:
+    """The version registered from these exact checkpoints (``identity``: tag -> sha256), if
+    any (the oldest, should there be several from before this rule)."""
+    query = " and ".join(
+        [f"name = '{name}'", *(f"tags.`{k}` = '{v}'" for k, v in identity.items())]
+    )
     found = client.search_model_versions(query)
     return min(found, key=lambda mv: int(mv.version)) if found else None
 
@@ -68,46 +98,68 @@ def apply_decision(
 
 
 def champion_standing(
-    client: MlflowClient, name: str, version: int, data_version: str, catalog_dir: Path
+    client: MlflowClient,
+    name: str,
+    version: int,
+    data_version: str,
+    catalog_dir: Path,
+    photos_dir: Path | None = None,
 ) -> Standing:
-    """The champion's test Recall@1, re-measured when its data version is not ``data_version``."""
+    """The champion's test numbers, re-measured when its data version is not ``data_version``."""
     tags = client.get_model_version(name, str(version)).tags
     recorded, measured_on = float(tags.get(RECALL_TAG, "nan")), tags.get(DATA_TAG, "unknown")
+    photo = float(tags[PHOTO_TAG]) if PHOTO_TAG in tags else None
     if measured_on == data_version:
-        return Standing(version, recorded, measured_on)
+        return Standing(version, recorded, measured_on, photo=photo)
     try:
-        recall = remeasure(f"models:/{name}/{version}", catalog_dir)
+        recall, photo = remeasure(f"models:/{name}/{version}", catalog_dir, photos_dir)
     except Exception as err:  # an old champion may not load with today's code: say so, go on
         log.warning("could not re-measure champion v%s: %s", version, err)
         note = (
             f"(Champion's recall@1 comes from data version {measured_on}, this model's from "
             f"{data_version}; re-measuring it failed: {err}.)"
         )
-        return Standing(version, recorded, measured_on, note)
+        return Standing(version, recorded, measured_on, note, photo)
     note = (
         f"(Champion v{version} was measured on data version {measured_on}, this model on "
         f"{data_version}: champion re-measured on this test set, recall@1 {recall:.4f}, "
         f"recorded {recorded:.4f}.)"
     )
-    return Standing(version, recall, data_version, note)
+    return Standing(version, recall, data_version, note, photo)
 
 
-def remeasure(model_uri: str, catalog_dir: Path) -> float:
-    """Test Recall@1 of a registered model on the catalog's test split, via its pyfunc."""
+def remeasure(
+    model_uri: str, catalog_dir: Path, photos_dir: Path | None = None
+) -> tuple[float, float | None]:
+    """Test Recall@1 of a registered model on the catalog's test split via its pyfunc, and
+    category@1 of its query pipeline on the shopper-photo benchmark (None for a version
+    registered before it had one, or without a benchmark)."""
     manifest, _ = read_catalog(catalog_dir)
-    test = manifest[manifest[SPLIT] == "test"]
+    test = manifest[manifest[SPLIT] == "test"].reset_index(drop=True)
     cache = open_cache(Path(catalog_dir) / CACHE_FILE)
     model = mlflow.pyfunc.load_model(model_uri)
+    pipeline = getattr(model.unwrap_python_model(), "pipeline", None)
+    # Catalog squares through the pipeline's catalog path (the pyfunc's public input is photo
+    # files); a version from before the query pipeline takes uint8 arrays in predict.
+    embed = (lambda x: pipeline.embed_squares(x).embeddings) if pipeline else model.predict
     rows = test["cache_index"].to_numpy()
-    embeddings = torch.from_numpy(
-        np.concatenate(
-            [
-                model.predict(np.asarray(cache[rows[i : i + CHUNK]]))
-                for i in range(0, len(rows), CHUNK)
-            ]
-        )
+    gallery = np.concatenate(
+        [embed(np.asarray(cache[rows[i : i + CHUNK]])) for i in range(0, len(rows), CHUNK)]
     )
+    embeddings = torch.from_numpy(gallery)
     labels = torch.tensor(test["label"].to_numpy())
     is_query = torch.tensor((test[ROLE] == QUERY).to_numpy())
     q, query_labels, g, gallery_labels = split_query_gallery(embeddings, labels, is_query)
-    return recall_at_k(q, query_labels, g, gallery_labels, ks=(1,))["recall@1"]
+    recall = recall_at_k(q, query_labels, g, gallery_labels, ks=(1,))["recall@1"]
+    if pipeline is None or photos_dir is None or not Path(photos_dir).is_dir():
+        return recall, None
+    mode = "localize" if pipeline.can_localize else "frame"
+    metrics, _ = run_benchmark(
+        [Variant("registered", pipeline, mode)],
+        read_benchmark(photos_dir),
+        Path(photos_dir),
+        lambda _: gallery,
+        test["category"].tolist(),
+        test["product_id"].astype(str).tolist(),
+    )
+    return recall, float(metrics["registered"]["all"]["category@1"])

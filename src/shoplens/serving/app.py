@@ -1,126 +1,177 @@
 """The HTTP service: ``create_app(cfg)`` builds it (tests use ``TestClient``), ``serve`` runs it.
 
-Every way a request can be wrong answers 4xx with a sentence that says what is wrong - 400 for
+FastAPI as its documentation shows it: the searcher (champion + index) is created in the app's
+lifespan and handed to routes by a dependency; parameters validate themselves (``Form(ge=,
+le=)``); errors are exceptions mapped to status codes by type in exception handlers - 400 for
 an image that is empty, not an image, truncated or an unknown category, 413 for one over the
-byte or pixel limit, 422 for ``k`` outside 1..k_max, 404 for an unknown product - so a shop's
-front end can show it and a 500 always means a bug. Handlers are plain ``def``: FastAPI runs
-them in its thread pool, so CPU-bound embedding never blocks the event loop, and the index's
-readers-writer lock lets searches run alongside an addition or a removal.
+byte or pixel limit, 422 for invalid parameters, 404 for an unknown product - each declared in
+the OpenAPI schema with its body, so a shop's front end can show the sentence and a 500 always
+means a bug. Handlers are plain ``def``: FastAPI runs them in its thread pool, so CPU-bound
+embedding never blocks the event loop, and the index's readers-writer lock lets searches run
+alongside an addition or a removal.
 """
 
-from __future__ import annotations
-
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
 from omegaconf import DictConfig
 
-from shoplens.data.images import InvalidImageError
+from shoplens.data.images import ImageTooLarge, InvalidImageError
+from shoplens.registry.champion import LoadedModel
 from shoplens.search import ProductHit
-from shoplens.serving.model import LoadedModel
-from shoplens.serving.searcher import Searcher, UnknownCategory, UnknownProduct
+from shoplens.serving.schemas import (
+    ErrorBody,
+    Health,
+    Hit,
+    ProductAdded,
+    ProductRemoved,
+    Region,
+    SearchResponse,
+    SimilarResponse,
+)
+from shoplens.serving.searcher import RegionHits, Searcher, UnknownCategory, UnknownProduct
 
 PAGE = Path(__file__).with_name("static") / "index.html"
+ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413)}
 
 
-def _hits(searcher: Searcher, hits: list[ProductHit]) -> dict:
-    return {
-        "model_name": searcher.model.name,
-        "model_version": searcher.model.version,
-        "results": [
-            {
-                "rank": rank,
-                "product_id": h.product_id,
-                "category": h.category,
-                "score": round(h.score, 6),
-                "path": h.path,
-                "image_id": h.image_id,
-                "image_url": f"/images/{h.image_id}",
-            }
-            for rank, h in enumerate(hits, 1)
-        ],
-    }
+def _hits(hits: list[ProductHit]) -> list[Hit]:
+    return [
+        Hit(
+            rank=rank,
+            product_id=h.product_id,
+            category=h.category,
+            score=round(h.score, 6),
+            path=h.path,
+            image_id=h.image_id,
+            image_url=f"/images/{h.image_id}",
+        )
+        for rank, h in enumerate(hits, 1)
+    ]
+
+
+def _region(region: RegionHits) -> Region:
+    box = list(region.box) if region.box is not None else None
+    score = round(region.score, 4) if region.score is not None else None
+    return Region(box=box, score=score, results=_hits(region.hits))
+
+
+def searcher(request: Request) -> Searcher:
+    return request.app.state.searcher
+
+
+SearcherDep = Annotated[Searcher, Depends(searcher)]
 
 
 def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
-    """Load the champion (or ``model``) and the index at ``cfg.search.dir``; refuses an index
-    built by another model version (``IndexModelMismatch``) before serving anything."""
-    searcher = Searcher(cfg, model)
+    """The app; its lifespan loads the champion (or ``model``) and the index at
+    ``cfg.search.dir`` and refuses an index built by another model version
+    (``IndexModelMismatch``) before serving anything."""
     k_default, k_max = int(cfg.search.k_default), int(cfg.search.k_max)
-    app = FastAPI(title="shoplens", description="Find catalog products that look like a photo.")
-    app.state.searcher = searcher
+    K = Annotated[int, Form(ge=1, le=k_max, description="products to return")]
+    KQuery = Annotated[int, Query(ge=1, le=k_max, description="products to return")]
 
-    def read_upload(upload: UploadFile) -> bytes:
-        limit = searcher.limits.max_file_bytes
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.searcher = Searcher(cfg, model)
+        yield
+
+    app = FastAPI(
+        title="shoplens",
+        description="Find catalog products that look like a photo.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(InvalidImageError)
+    def invalid_image(request: Request, err: InvalidImageError) -> JSONResponse:
+        status = 413 if isinstance(err, ImageTooLarge) else 400
+        return JSONResponse({"detail": f"invalid image: {err.reason}"}, status_code=status)
+
+    @app.exception_handler(UnknownCategory)
+    def unknown_category(request: Request, err: UnknownCategory) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=400)
+
+    @app.exception_handler(UnknownProduct)
+    def unknown_product(request: Request, err: UnknownProduct) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=404)
+
+    def read_upload(upload: UploadFile, limit: int) -> bytes:
         data = upload.file.read(limit + 1)
         if len(data) > limit:
-            raise HTTPException(413, f"upload too large: more than {limit} bytes")
+            raise ImageTooLarge(f"upload too large: more than {limit} bytes")
         return data
-
-    def check_k(k: int) -> int:
-        if not 1 <= k <= k_max:
-            raise HTTPException(422, f"k must be between 1 and {k_max}, got {k}")
-        return k
-
-    def guarded(call):
-        try:
-            return call()
-        except InvalidImageError as err:
-            status = 413 if err.reason.startswith(("too large", "file too large")) else 400
-            raise HTTPException(status, f"invalid image: {err.reason}") from None
-        except UnknownCategory as err:
-            raise HTTPException(400, str(err)) from None
-        except UnknownProduct as err:
-            raise HTTPException(404, str(err)) from None
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(PAGE, media_type="text/html")
 
-    @app.get("/health")
-    def health() -> dict:
-        return searcher.health()
+    @app.get("/health", response_model=Health)
+    def health(s: SearcherDep) -> Health:
+        return Health(**s.health())
 
-    @app.get("/categories")
-    def categories() -> list[str]:
-        return searcher.categories
+    @app.get("/categories", response_model=list[str])
+    def categories(s: SearcherDep) -> list[str]:
+        return s.categories
 
-    @app.post("/search")
+    @app.post("/search", response_model=SearchResponse, responses=ERRORS)
     def search(
+        s: SearcherDep,
         image: Annotated[UploadFile, File(description="the shopper's photo")],
-        k: Annotated[int, Form()] = k_default,
-        category: Annotated[str | None, Form()] = None,
-    ) -> dict:
-        k, data = check_k(k), read_upload(image)
-        return _hits(searcher, guarded(lambda: searcher.search(data, k, category or None)))
+        k: K = k_default,
+        category: Annotated[str | None, Form(description="only this category")] = None,
+        all_products: Annotated[
+            bool, Form(description="results for every product found (shop the look)")
+        ] = False,
+    ) -> SearchResponse:
+        data = read_upload(image, s.limits.max_file_bytes)
+        answer = s.answer(data, k, category or None, all_products)
+        return SearchResponse(
+            model_name=s.model.name,
+            model_version=s.model.version,
+            width=answer.width,
+            height=answer.height,
+            localized=answer.localized,
+            note=answer.note,
+            searched=_region(answer.searched),
+            results=_hits(answer.searched.hits),
+            products=[_region(p) for p in answer.products],
+        )
 
-    @app.get("/products/{product_id:path}/similar")
-    def similar(product_id: str, k: int = k_default, category: str | None = None) -> dict:
-        check_k(k)
-        return _hits(searcher, guarded(lambda: searcher.similar(product_id, k, category)))
+    @app.get(
+        "/products/{product_id:path}/similar", response_model=SimilarResponse, responses=ERRORS
+    )
+    def similar(
+        s: SearcherDep, product_id: str, k: KQuery = k_default, category: str | None = None
+    ) -> SimilarResponse:
+        hits = s.similar(product_id, k, category)
+        return SimilarResponse(model_name=s.model.name, model_version=s.model.version,
+                               results=_hits(hits))  # fmt: skip
 
-    @app.post("/products", status_code=201)
+    @app.post("/products", status_code=201, response_model=ProductAdded, responses=ERRORS)
     def add_product(
-        image: Annotated[UploadFile, File()],
-        product_id: Annotated[str, Form()],
+        s: SearcherDep,
+        image: Annotated[UploadFile, File(description="the product's catalog shot")],
+        product_id: Annotated[str, Form(min_length=1, pattern=r"\S")],
         category: Annotated[str, Form()],
-    ) -> dict:
-        if not product_id.strip():
-            raise HTTPException(400, "product_id must not be empty")
-        data = read_upload(image)
-        ids = guarded(lambda: searcher.add_product(product_id, category, data))
-        return {"product_id": product_id, "category": category, "image_ids": ids}
+    ) -> ProductAdded:
+        ids = s.add_product(product_id, category, read_upload(image, s.limits.max_file_bytes))
+        return ProductAdded(product_id=product_id, category=category, image_ids=ids)
 
-    @app.delete("/products/{product_id:path}")
-    def delete_product(product_id: str) -> dict:
-        removed = guarded(lambda: searcher.remove_product(product_id))
-        return {"product_id": product_id, "removed_images": removed}
+    @app.delete("/products/{product_id:path}", response_model=ProductRemoved, responses=ERRORS)
+    def delete_product(s: SearcherDep, product_id: str) -> ProductRemoved:
+        return ProductRemoved(product_id=product_id, removed_images=s.remove_product(product_id))
 
-    @app.get("/images/{image_id}", response_class=Response)
-    def image(image_id: int) -> Response:
-        png = guarded(lambda: searcher.image_png(image_id))
+    @app.get(
+        "/images/{image_id}",
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
+    )
+    def image(s: SearcherDep, image_id: int) -> Response:
+        png = s.image_png(image_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     return app

@@ -18,7 +18,14 @@ from omegaconf import DictConfig
 from shoplens.data.images import read_image_bytes
 
 
-def search(cfg: DictConfig, photo: str, k: int | None, category: str | None, as_json: bool) -> int:
+def search(
+    cfg: DictConfig,
+    photo: str,
+    k: int | None,
+    category: str | None,
+    as_json: bool,
+    all_products: bool = False,
+) -> int:
     from shoplens.serving.searcher import Searcher, UnknownCategory
 
     k = int(cfg.search.k_default) if k is None else k
@@ -27,22 +34,35 @@ def search(cfg: DictConfig, photo: str, k: int | None, category: str | None, as_
         return 2
     searcher = Searcher(cfg)
     try:
-        hits = searcher.search(read_image_bytes(Path(photo), searcher.limits), k, category)
+        data = read_image_bytes(Path(photo), searcher.limits)
+        answer = searcher.answer(data, k, category, all_products)
     except UnknownCategory as err:
         print(f"shoplens search: {err}", file=sys.stderr)
         return 2
+    regions = answer.products if all_products and answer.localized else [answer.searched]
     if as_json:
         payload = {
             "model_name": searcher.model.name,
             "model_version": searcher.model.version,
-            "results": [asdict(h) for h in hits],
+            "localized": answer.localized,
+            "note": answer.note,
+            "box": list(answer.searched.box) if answer.searched.box else None,
+            "results": [asdict(h) for h in answer.searched.hits],
+            "products": [
+                {"box": list(r.box) if r.box else None, "results": [asdict(h) for h in r.hits]}
+                for r in answer.products
+            ],
         }
         print(json.dumps(payload, indent=2))
         return 0
-    print(f"{len(hits)} products like {photo} ({searcher.model.name} v{searcher.model.version})")
-    print(f"{'rank':>4}  {'score':>7}  {'product_id':<24} {'category':<16} image")
-    for rank, h in enumerate(hits, 1):
-        print(f"{rank:>4}  {h.score:7.4f}  {h.product_id:<24} {h.category:<16} {h.path}")
+    name = f"{searcher.model.name} v{searcher.model.version}"
+    print(f"{photo} ({answer.width}x{answer.height}), {name}")
+    for region in regions:
+        where = f"product at {region.box}" if region.box else f"whole photo ({answer.note})"
+        print(f"{len(region.hits)} products like the {where}")
+        print(f"{'rank':>4}  {'score':>7}  {'product_id':<24} {'category':<16} image")
+        for rank, h in enumerate(region.hits, 1):
+            print(f"{rank:>4}  {h.score:7.4f}  {h.product_id:<24} {h.category:<16} {h.path}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """Photo in, products out: the one code path behind ``shoplens search`` and the HTTP service.
 
-A shopper's upload goes through exactly the validation the preprocess stage applies to catalog
-files (``load_rgb`` with :class:`ImageLimits`) and the same letterbox to the catalog cache's
-size, so a catalog photo uploaded as a query embeds exactly as its indexed copy. Additions and
-removals are written back to the index directory at once (under one lock, so two writers never
-interleave their files), which is what lets a restarted service see them.
+A shopper's upload goes through the registered model's query pipeline (validate -> localize ->
+crop -> embed, :mod:`shoplens.query`), the code evaluate measured, then the catalog index.
+Products a shop adds are catalog shots: validated and letterboxed whole, as preprocess treats
+catalog files. Additions and removals are written back to the index directory at once (under
+one lock, so two writers never interleave their files), which lets a restarted service see
+them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ from PIL import Image
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CATEGORY, PATH, PRODUCT_ID
-from shoplens.data.images import ImageLimits, letterbox, load_rgb
+from shoplens.query import QueryPipeline
+from shoplens.query.pipeline import WHOLE_FRAME
+from shoplens.registry.champion import LoadedModel, load_champion
 from shoplens.search import CatalogIndex, ProductHit
 from shoplens.search.catalog_index import META_FILE
-from shoplens.serving.model import LoadedModel, load_champion
 from shoplens.tracking import configure_mlflow
 
 IMAGE_MAP, UPLOADS = "images.parquet", "uploads"
@@ -39,6 +42,25 @@ class UnknownCategory(ValueError):
     """A category neither the model nor the index knows."""
 
 
+@dataclass
+class RegionHits:
+    box: tuple[int, int, int, int] | None  # None: the whole photo
+    score: float | None
+    hits: list[ProductHit]
+
+
+@dataclass
+class PhotoAnswer:
+    """What one photo got: the searched region first, then every product found."""
+
+    width: int
+    height: int
+    localized: bool
+    note: str
+    searched: RegionHits
+    products: list[RegionHits]
+
+
 class Searcher:
     def __init__(self, cfg: DictConfig, model: LoadedModel | None = None):
         self.dir = Path(cfg.search.dir)
@@ -50,18 +72,19 @@ class Searcher:
         self.model = model
         # Raises IndexModelMismatch: vectors of another model are not comparable to ours.
         self.index = CatalogIndex.load(self.dir, model.name, model.version)
-        self.limits = ImageLimits(
-            min_size=int(cfg.preprocess.min_size),
-            max_pixels=int(cfg.search.max_pixels),
-            max_file_bytes=int(cfg.search.max_upload_bytes),
+        # The registered pipeline decides everything about a photo; the service only narrows
+        # its upload limits and may switch localization off (query.localize).
+        spec = model.pipeline.spec.with_options(
+            localize=bool(cfg.query.localize) and model.pipeline.spec.localize,
+            limits={
+                "min_size": int(cfg.preprocess.min_size),
+                "max_pixels": int(cfg.search.max_pixels),
+                "max_file_bytes": int(cfg.search.max_upload_bytes),
+            },
         )
+        self.pipeline = QueryPipeline(spec, model.pipeline.embedder, model.pipeline.localizer)
+        self.limits = self.pipeline.limits
         self.search_cfg = cfg.search
-        # Uploads are letterboxed to the side the catalog cache has (what the index embedded),
-        # and the model resizes both alike: a catalog photo uploaded as a file then embeds
-        # exactly as its indexed copy. Letterboxing straight to the model's input size took
-        # another resampling path, scored a product's own photo ~0.998, and let look-alikes
-        # at 0.999 outrank it (hit@1 0.86 in benchmarks/search_http.py).
-        self.photo_size = int(cfg.preprocess.cache_size)
         self.categories = sorted(set(model.categories) | set(self.index.categories))
         images = pd.read_parquet(self.dir / IMAGE_MAP)
         self._cache_rows = dict(zip(images["id"], images[CACHE_INDEX], strict=True))
@@ -70,22 +93,16 @@ class Searcher:
         self._write = threading.Lock()
 
     # -- queries ---------------------------------------------------------------------------
-    def photo(self, data: bytes) -> np.ndarray:
-        """Validate and letterbox an upload as preprocess does; raises InvalidImageError."""
-        return letterbox(load_rgb(data, self.limits), self.photo_size).copy()  # writable
-
     def check_category(self, category: str | None) -> None:
         if category is not None and category not in self.categories:
             raise UnknownCategory(
                 f"unknown category {category!r}; known: {', '.join(self.categories)}"
             )
 
-    def search_pixels(self, pixels: np.ndarray, k: int, category: str | None = None):
-        self.check_category(category)
-        if category is None and self.search_cfg.narrow_by_category and self.model.has_logits:
-            query, logits = self.model.embed_with_logits(pixels[None])
-            return self._narrowed(query, logits[0], k)
-        return self.index.search(self.model.embed(pixels[None]), k, category)[0]
+    def _hits(self, embedding: np.ndarray, logits, k: int, category: str | None):
+        if category is None and self.search_cfg.narrow_by_category and logits is not None:
+            return self._narrowed(embedding[None], logits, k)
+        return self.index.search(embedding[None], k, category)[0]
 
     def _narrowed(self, query: np.ndarray, logits: np.ndarray, k: int) -> list[ProductHit]:
         """Search only the classifier's top categories: fewer vectors per query, and no
@@ -94,16 +111,40 @@ class Searcher:
         hits = [h for c in top for h in self.index.search(query, k, self.model.categories[c])[0]]
         return sorted(hits, key=lambda h: -h.score)[:k]
 
+    def answer(
+        self, data: bytes, k: int, category: str | None = None, all_products: bool = False
+    ) -> PhotoAnswer:
+        """validate -> localize -> crop -> embed (the registered pipeline), then search."""
+        self.check_category(category)
+        result = self.pipeline.query(data, all_products=all_products)
+        regions = []
+        for row, index in enumerate(result.searched):
+            logits = None if result.logits is None else result.logits[row]
+            hits = self._hits(result.embeddings[row], logits, k, category)
+            found = result.detections[index] if index != WHOLE_FRAME else None
+            box = tuple(found.box) if found else None
+            regions.append(RegionHits(box, found.score if found else None, hits))
+        searched = dict(zip(result.searched, regions, strict=True))
+        products = [
+            searched.get(i, RegionHits(tuple(d.box), d.score, []))
+            for i, d in enumerate(result.detections)
+        ]
+        return PhotoAnswer(
+            result.width, result.height, result.localized, result.note, regions[0], products
+        )
+
     def search(self, data: bytes, k: int, category: str | None = None) -> list[ProductHit]:
-        return self.search_pixels(self.photo(data), k, category)
+        return self.answer(data, k, category).searched.hits
 
     def similar(self, product_id: str, k: int, category: str | None = None) -> list[ProductHit]:
         """Products that look like ``product_id``'s first photo (itself left out)."""
+        self.check_category(category)
         photos = self.index.photos(product_id)
         if not photos:
             raise UnknownProduct(f"no product {product_id!r} in the index")
-        pixels = self.image_pixels(photos[0][0])
-        hits = self.search_pixels(pixels, k + 1, category)
+        embedded = self.pipeline.embed_squares(self.image_pixels(photos[0][0])[None])
+        logits = None if embedded.logits is None else embedded.logits[0]
+        hits = self._hits(embedded.embeddings[0], logits, k + 1, category)
         return [h for h in hits if h.product_id != product_id][:k]
 
     # -- images ----------------------------------------------------------------------------
@@ -121,10 +162,15 @@ class Searcher:
         return buffer.getvalue()
 
     # -- changes, persisted ------------------------------------------------------------------
+    def catalog_square(self, data: bytes) -> np.ndarray:
+        """A shop's product shot, validated and letterboxed whole as preprocess does."""
+        return self.pipeline.crop(self.pipeline.validate(data)).copy()  # writable
+
     def add_product(self, product_id: str, category: str, data: bytes) -> list[int]:
+        """A catalog shot (one product on a plain backdrop), embedded as the index embeds."""
         self.check_category(category)
-        pixels = self.photo(data)
-        vector = self.model.embed(pixels[None])
+        pixels = self.catalog_square(data)
+        vector = self.pipeline.embed_squares(pixels[None]).embeddings
         rel = f"{UPLOADS}/{uuid.uuid4().hex}.png"
         (self.dir / UPLOADS).mkdir(exist_ok=True)
         Image.fromarray(pixels).save(self.dir / rel)
@@ -151,6 +197,7 @@ class Searcher:
             "status": "ok",
             "model_name": self.model.name,
             "model_version": self.model.version,
+            "localizer": self.pipeline.can_localize,
             "index_kind": self.index.meta["index_kind"],
             "index_size": len(self.index),
             "products": self.index.n_products,

@@ -1,0 +1,78 @@
+"""The registered shoplens model: the whole query pipeline as one MLflow pyfunc.
+
+MLflow runs this file on ``mlflow.pyfunc.load_model`` (models from code: nothing unpickled).
+The model ships the ``shoplens`` sources it needs as ``code_paths``, so the same
+:class:`~shoplens.query.QueryPipeline` that ``shoplens search``, the HTTP service, the index
+stage and evaluate run also runs where only mlflow, torch, numpy, Pillow and scipy are
+installed. Artifacts (written by :mod:`shoplens.registry.export`):
+
+* ``embedder``: ``torch.export`` program, normalised ``(N, 3, S, S)`` -> (embedding[, logits]);
+* ``localizer`` (optional): ``torch.export`` program, ``(N, 3, L, L)`` -> mask logits;
+* ``spec``: the :class:`~shoplens.query.QuerySpec` as JSON; ``categories``: JSON list.
+
+``predict`` takes shoppers' photos, a DataFrame with a binary ``image`` column of encoded
+files (JPEG, PNG, ...), and returns one row per photo: ``embedding``, ``logits``, ``box`` (the
+product searched, or None for the whole frame), ``boxes`` (every product found) and ``note``.
+A uint8 array ``(N, H, W, 3)`` of catalog squares is embedded as the index stage does
+(``params={"output": "logits"}`` for the category head).
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+
+from shoplens.query import QueryPipeline, QuerySpec
+
+OUTPUTS = ("embedding", "logits")
+
+
+def _program(path: str):
+    return torch.export.load(path).module()
+
+
+class ShoplensQueryModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        artifacts = context.artifacts
+        spec = QuerySpec.from_dict(json.loads(Path(artifacts["spec"]).read_text()))
+        localizer = _program(artifacts["localizer"]) if "localizer" in artifacts else None
+        self.pipeline = QueryPipeline(spec, _program(artifacts["embedder"]), localizer)
+        self.categories = json.loads(Path(artifacts["categories"]).read_text())
+
+    @property
+    def spec(self) -> QuerySpec:
+        return self.pipeline.spec
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        params = params or {}
+        if isinstance(model_input, pd.DataFrame):
+            photos = [bytes(v) for v in model_input["image"]]
+            results = self.pipeline.query_batch(photos, localize=params.get("localize"))
+            return pd.DataFrame(
+                {
+                    "embedding": [r.embeddings[0].tolist() for r in results],
+                    "logits": [None if r.logits is None else r.logits[0].tolist() for r in results],
+                    "box": [
+                        list(r.detections[r.searched[0]].box) if r.localized else None
+                        for r in results
+                    ],
+                    "boxes": [[list(d.box) for d in r.detections] for r in results],
+                    "note": [r.note for r in results],
+                }
+            )
+        output = params.get("output", "embedding")
+        if output not in OUTPUTS:
+            raise ValueError(f"params output must be one of {OUTPUTS}, got {output!r}")
+        embedded = self.pipeline.embed_squares(np.asarray(model_input))
+        if output == "logits":
+            if embedded.logits is None:
+                raise ValueError("this model has no category head: no logits to return")
+            return embedded.logits
+        return embedded.embeddings
+
+
+mlflow.models.set_model(ShoplensQueryModel())

@@ -1,0 +1,71 @@
+"""The HTTP API's request and response shapes (pydantic), so /docs shows every response."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+Box = list[int]  # x0, y0, x1, y1 in the photo's pixels (x1, y1 exclusive)
+
+
+class Hit(BaseModel):
+    rank: int
+    product_id: str
+    category: str
+    score: float = Field(description="cosine similarity of the product's best-matching photo")
+    path: str
+    image_id: int
+    image_url: str
+
+
+class Region(BaseModel):
+    """A part of the photo that was searched: a product the localizer found, or the whole."""
+
+    box: Box | None = Field(description="the product's box; null: the whole photo")
+    score: float | None = Field(None, description="the localizer's confidence in the box")
+    results: list[Hit] = Field(default_factory=list)
+
+
+class SearchResponse(BaseModel):
+    model_name: str
+    model_version: str
+    width: int
+    height: int
+    localized: bool = Field(description="a product was found and its crop searched")
+    note: str = Field(description="why the whole photo was searched, when it was")
+    searched: Region = Field(description="the region the results belong to (the main product)")
+    results: list[Hit] = Field(description="the searched region's results")
+    products: list[Region] = Field(
+        description="every product found, largest first; each with results when all_products"
+    )
+
+
+class SimilarResponse(BaseModel):
+    model_name: str
+    model_version: str
+    results: list[Hit]
+
+
+class ProductAdded(BaseModel):
+    product_id: str
+    category: str
+    image_ids: list[int]
+
+
+class ProductRemoved(BaseModel):
+    product_id: str
+    removed_images: int
+
+
+class Health(BaseModel):
+    status: str
+    model_name: str
+    model_version: str
+    localizer: bool = Field(description="the model localizes products in photos")
+    index_kind: str
+    index_size: int
+    products: int
+    categories: list[str]
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what is wrong with the request, for a person")

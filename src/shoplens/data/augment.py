@@ -9,17 +9,17 @@ given generator), so Lightning's and per-worker seeding apply.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
-from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from shoplens.config.schema import AugmentationConfig
+from shoplens.data.draws import jpeg, uniform
+from shoplens.data.photo_crops import CropSettings
 
 Stats = Sequence[float]  # per-channel mean or std
 BG_TOLERANCE = 0.12  # |pixel - backdrop| per channel (0..1) still counted as backdrop
@@ -31,10 +31,6 @@ def _to_chw(image: np.ndarray) -> torch.Tensor:
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an HWC image with 3 channels, got shape {image.shape}")
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
-
-
-def _uniform(g: torch.Generator | None, lo: float, hi: float) -> float:
-    return lo + (hi - lo) * float(torch.rand((), generator=g))
 
 
 def _backdrop(img: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -60,7 +56,7 @@ def _clutter(size: int, g: torch.Generator | None) -> torch.Tensor:
     tables, rectangles give hard edges (shelves), grain gives sensor noise; all cheap."""
     k = int(torch.randint(2, 9, (), generator=g))
     low = torch.rand(1, 3, k, k, generator=g)
-    low = torch.lerp(low.mean(1, keepdim=True), low, _uniform(g, 0.2, 0.8))  # rooms are greyish
+    low = torch.lerp(low.mean(1, keepdim=True), low, uniform(g, 0.2, 0.8))  # rooms are greyish
     tex = nnf.interpolate(low, (size, size), mode="bilinear")[0]
     for _ in range(int(torch.randint(0, 4, (), generator=g))):
         y0, y1 = sorted(torch.randint(0, size + 1, (2,), generator=g).tolist())
@@ -69,12 +65,23 @@ def _clutter(size: int, g: torch.Generator | None) -> torch.Tensor:
     return tex.add_((torch.rand(1, size, size, generator=g) - 0.5) * 0.1).clamp_(0, 1)
 
 
-def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
-    """JPEG round trip via Pillow, not v2's ``jpeg``: its torchvision.io codecs are deprecated since
-    0.29 (removal announced) and absent before 0.20; same pixels here, ~0.1 ms slower at 96 px."""
-    buf = io.BytesIO()
-    Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=quality)
-    return torch.from_numpy(np.array(Image.open(buf).convert("RGB"))).permute(2, 0, 1)
+@dataclass
+class AugmentationConfig:
+    """How a shopper's photo differs from a catalog shot (the ``augmentation`` config group)."""
+
+    enabled: bool = True
+    scale: tuple[float, float] = (0.6, 1.0)  # random resized crop area
+    rotation: float = 15.0  # degrees
+    hflip: bool = True
+    color_jitter: float = 0.3  # brightness/contrast/saturation strength
+    tint: float = 0.1  # white-balance cast strength
+    background_clutter_p: float = 0.3  # paste onto a noisy, textured background
+    blur_p: float = 0.2
+    jpeg_p: float = 0.3
+    jpeg_quality: tuple[int, int] = (30, 90)
+    # Copy-paste onto real train backgrounds, cropped as the query pipeline crops (see
+    # data/photo_crops.py); probability 0 keeps only the catalog-shot effects above.
+    copy_paste: CropSettings = field(default_factory=CropSettings)
 
 
 class ShopperPhoto:
@@ -99,10 +106,10 @@ class ShopperPhoto:
 
     def _apply(self, image: np.ndarray, g: torch.Generator | None) -> torch.Tensor:
         u8 = _to_chw(image)
-        c, uniform = _backdrop(u8)  # backdrop colour (3, 1, 1) in [0, 1]
+        c, plain = _backdrop(u8)  # backdrop colour (3, 1, 1) in [0, 1]
         _, h, w = u8.shape  # random resized crop = distance and framing
-        area = h * w * _uniform(g, *self.scale)
-        ratio = math.exp(_uniform(g, math.log(3 / 4), math.log(4 / 3)))
+        area = h * w * uniform(g, *self.scale)
+        ratio = math.exp(uniform(g, math.log(3 / 4), math.log(4 / 3)))
         ratio = min(max(ratio, area / h**2), w**2 / area)  # fit the crop, keep its area
         ch = min(h, max(1, round(math.sqrt(area / ratio))))
         cw = min(w, max(1, round(math.sqrt(area * ratio))))
@@ -112,29 +119,29 @@ class ShopperPhoto:
         if self.rotation > 0:
             # Corners take the backdrop colour (clutter may replace it). Rotating the offset from
             # it with zero padding keeps the seam smooth; v2's fill= leaves a dark dashed seam.
-            angle = _uniform(g, -self.rotation, self.rotation)
+            angle = uniform(g, -self.rotation, self.rotation)
             img = F.rotate(img - c, angle, interpolation=F.InterpolationMode.BILINEAR).add_(c)
         if self.hflip and float(torch.rand((), generator=g)) < 0.5:
             img = F.horizontal_flip(img)
-        if uniform and float(torch.rand((), generator=g)) < self.clutter_p:
+        if plain and float(torch.rand((), generator=g)) < self.clutter_p:
             near = (img - c).abs().amax(0) <= BG_TOLERANCE
             img = torch.lerp(img, _clutter(self.size, g), _backdrop_alpha(near))
         if self.jitter > 0:  # lighting; v2's ColorJitter kernels with our own draws
             lo, hi = max(0.0, 1 - self.jitter), 1 + self.jitter
-            img = F.adjust_brightness(img, _uniform(g, lo, hi))
-            img = F.adjust_contrast(img, _uniform(g, lo, hi))
-            img = F.adjust_saturation(img, _uniform(g, lo, hi))
+            img = F.adjust_brightness(img, uniform(g, lo, hi))
+            img = F.adjust_contrast(img, uniform(g, lo, hi))
+            img = F.adjust_saturation(img, uniform(g, lo, hi))
         if self.tint > 0:
             # A white-balance cast, not v2's hue rotation: phone cameras do this under warm/cool
             # light, a red dress stays red, and it costs ~1/50 of adjust_hue (0.8 ms at 96 px).
             gains = 1 + self.tint * (2 * torch.rand(3, generator=g) - 1)
             img = (img * (gains / gains.mean())[:, None, None]).clamp_(0, 1)
         if float(torch.rand((), generator=g)) < self.blur_p:  # focus/motion blur
-            sigma = _uniform(g, 0.3, 1.5) * self.size / 96
+            sigma = uniform(g, 0.3, 1.5) * self.size / 96
             img = F.gaussian_blur(img, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma])
         if float(torch.rand((), generator=g)) < self.jpeg_p:  # chat-app recompression
             quality = int(torch.randint(self.quality[0], self.quality[1] + 1, (), generator=g))
-            img = _jpeg(img.mul(255).round_().to(torch.uint8), quality).float().div_(255)
+            img = jpeg(img.mul(255).round_().to(torch.uint8), quality).float().div_(255)
         return img
 
 

@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig, OmegaConf
 
 from shoplens.data.augment import build_eval_transform, build_train_transform
-from shoplens.data.catalog import read_categories
+from shoplens.data.backgrounds import TRAIN, read_pool
+from shoplens.data.cache import open_cache
+from shoplens.data.catalog import CACHE_FILE, read_categories, read_framing
+from shoplens.data.photo_crops import build_photo_transform
 from shoplens.sweeps.context import active_trial
 from shoplens.tracking import configure_mlflow, data_version, git_commit
 from shoplens.training.callbacks import HistoryWriter, SampleBatchLogger
@@ -24,6 +28,7 @@ from shoplens.training.module import MONITOR, EmbedderModule
 from shoplens.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
+_GREY = np.full((8, 8, 3), 128, np.uint8)  # no backgrounds needed when nothing is pasted
 
 
 def _flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -40,6 +45,26 @@ def _resume_path(cfg: DictConfig, train_dir: Path) -> str | None:
     return str(path)
 
 
+def _train_transform(cfg: DictConfig, spec, views: bool):
+    """The shopper-photo augmentation, with copy-paste onto the *train* backgrounds when it
+    is on (and a second, clean view of each shot for an instance loss). Returns the transform
+    and whether it takes product masks."""
+    size, aug = int(cfg.data.image_size), cfg.augmentation
+    shopper = build_train_transform(aug, size, spec.mean, spec.std)
+    clean = build_eval_transform(size, spec.mean, spec.std)
+    if not (aug.enabled and aug.copy_paste.probability > 0) and not views:
+        return shopper, False
+    catalog_dir = Path(cfg.paths.catalog_dir)
+    pasting = aug.enabled and aug.copy_paste.probability > 0
+    backgrounds = read_pool(cfg.paths.backgrounds_dir, TRAIN) if pasting else {"none": _GREY}
+    side = int(open_cache(catalog_dir / CACHE_FILE).shape[1])
+    transform = build_photo_transform(
+        aug, shopper, clean, backgrounds, read_framing(catalog_dir), side, size,
+        spec.mean, spec.std, views=2 if views else 1,
+    )  # fmt: skip
+    return transform, True
+
+
 def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     train_dir = Path(cfg.paths.artifacts_dir) / "train"
@@ -49,16 +74,16 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
 
     module = EmbedderModule(OmegaConf.to_container(cfg, resolve=True), len(categories))
     spec = module.embedder.preprocessing
+    train_transform, masks = _train_transform(cfg, spec, module.loss.needs_views)
     datamodule = CatalogDataModule(
         cfg.paths.catalog_dir,
-        train_transform=build_train_transform(
-            cfg.augmentation, cfg.data.image_size, spec.mean, spec.std
-        ),
+        train_transform=train_transform,
         eval_transform=build_eval_transform(cfg.data.image_size, spec.mean, spec.std),
         batch_size=cfg.data.batch_size,
         eval_batch_size=cfg.data.eval_batch_size,
         num_workers=cfg.data.num_workers,
         samples_per_class=cfg.loss.samples_per_class,
+        train_masks=masks,
     )
 
     uri = configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)

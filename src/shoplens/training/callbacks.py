@@ -26,7 +26,10 @@ class SampleBatchLogger(L.Callback):
         logger = trainer.logger
         if not isinstance(logger, MLFlowLogger):
             return
-        images = denormalize(batch[0][: self.max_images].detach().cpu(), self.mean, self.std)
+        images = batch[0].detach().cpu()
+        if images.dim() == 5:  # (B, views, C, H, W): show each product's views side by side
+            images = images.flatten(0, 1)
+        images = denormalize(images[: self.max_images], self.mean, self.std)
         grid = make_grid(images, nrow=8, padding=2).permute(1, 2, 0).numpy()
         logger.experiment.log_image(
             logger.run_id, grid, artifact_file=f"samples/train_batch_{batch_idx}.png"

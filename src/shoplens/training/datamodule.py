@@ -14,7 +14,7 @@ import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from torch.utils.data import DataLoader, Dataset
 
-from shoplens.data.catalog import CACHE_FILE, read_catalog
+from shoplens.data.catalog import CACHE_FILE, MASKS_FILE, read_catalog
 from shoplens.data.dataset import CachedImages, Transform
 
 log = logging.getLogger(__name__)
@@ -41,24 +41,31 @@ class CatalogDataModule(L.LightningDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 2,
         samples_per_class: int | None = None,
+        train_masks: bool = False,
     ):
+        """``train_masks``: the train transform takes (image, product mask) (copy-paste)."""
         super().__init__()
         self.catalog_dir = Path(catalog_dir)
         self.train_transform, self.eval_transform = train_transform, eval_transform
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
         self.samples_per_class = samples_per_class
+        self.train_masks = train_masks
         self.manifest, self.categories = read_catalog(self.catalog_dir)
 
     @property
     def num_classes(self) -> int:
         return len(self.categories)
 
-    def split(self, name: str, transform: Transform | None = None) -> CachedImages:
+    def split(
+        self, name: str, transform: Transform | None = None, masks: bool = False
+    ) -> CachedImages:
         rows = self.manifest[self.manifest["split"] == name].reset_index(drop=True)
         if rows.empty:
             raise ValueError(f"the catalog in {self.catalog_dir} has no '{name}' images")
-        return CachedImages(rows, self.catalog_dir / CACHE_FILE, transform or self.eval_transform)
+        masks_path = self.catalog_dir / MASKS_FILE if masks else None
+        cache = self.catalog_dir / CACHE_FILE
+        return CachedImages(rows, cache, transform or self.eval_transform, masks_path)
 
     def _loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
         return DataLoader(
@@ -71,7 +78,7 @@ class CatalogDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.split("train", self.train_transform)
+        dataset = self.split("train", self.train_transform, masks=self.train_masks)
         if self.samples_per_class:
             # Pair losses need several images of each class in every batch.
             sampler = MPerClassSampler(

@@ -18,7 +18,13 @@ from torch import nn
 
 
 class CatalogLoss(nn.Module):
-    """metric_weight * metric_loss(embeddings) + classification_weight * CE(logits)."""
+    """metric_weight * metric_loss(embeddings, categories)
+    + classification_weight * CE(logits, categories)
+    + instance_weight * instance_loss(embeddings, product instances).
+
+    The instance term needs several views of each product in a batch (a photo-like view and
+    its catalog shot): category losses alone let look-alike products of one category collapse
+    together, which is fine for "find a dress" and useless for "find this dress"."""
 
     def __init__(
         self,
@@ -27,17 +33,28 @@ class CatalogLoss(nn.Module):
         metric_weight: float = 1.0,
         classification_weight: float = 0.0,
         label_smoothing: float = 0.0,
+        instance: nn.Module | None = None,
+        instance_weight: float = 0.0,
     ):
         super().__init__()
-        if metric is None and classification_weight <= 0:
-            raise ValueError("the loss has neither a metric loss nor a classification weight")
-        self.metric, self.miner = metric, miner
+        if metric is None and classification_weight <= 0 and instance is None:
+            raise ValueError("the loss has no metric, classification or instance term")
+        self.metric, self.miner, self.instance = metric, miner, instance
         self.metric_weight = metric_weight if metric is not None else 0.0
         self.classification_weight = classification_weight
+        self.instance_weight = instance_weight if instance is not None else 0.0
         self.label_smoothing = label_smoothing
 
+    @property
+    def needs_views(self) -> bool:
+        return self.instance_weight > 0
+
     def forward(
-        self, embeddings: torch.Tensor, logits: torch.Tensor | None, labels: torch.Tensor
+        self,
+        embeddings: torch.Tensor,
+        logits: torch.Tensor | None,
+        labels: torch.Tensor,
+        instances: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         parts: dict[str, torch.Tensor] = {}
         total = embeddings.new_zeros(())
@@ -50,6 +67,11 @@ class CatalogLoss(nn.Module):
                 raise ValueError("a classification loss needs the model's classifier head")
             parts["ce"] = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
             total = total + self.classification_weight * parts["ce"]
+        if self.instance_weight > 0:
+            if instances is None:
+                raise ValueError("an instance loss needs several views of each product per batch")
+            parts["instance"] = self.instance(embeddings, instances)
+            total = total + self.instance_weight * parts["instance"]
         parts["loss"] = total
         return parts
 
@@ -79,10 +101,13 @@ def build_loss(loss_cfg: DictConfig, num_classes: int, embedding_dim: int) -> Ca
         else None
     )
     miner = instantiate(loss_cfg.miner) if loss_cfg.miner is not None else None
+    instance = instantiate(loss_cfg.instance) if loss_cfg.get("instance") is not None else None
     return CatalogLoss(
         metric=metric,
         miner=miner,
         metric_weight=loss_cfg.metric_weight,
         classification_weight=loss_cfg.classification_weight,
         label_smoothing=loss_cfg.label_smoothing,
+        instance=instance,
+        instance_weight=float(loss_cfg.get("instance_weight", 0.0)),
     )

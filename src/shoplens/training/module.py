@@ -44,8 +44,14 @@ class EmbedderModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, _ = batch
+        instances = None
+        if images.dim() == 5:  # (B, views, C, H, W): views of one product are one instance
+            views = images.shape[1]
+            instances = torch.arange(len(images), device=images.device).repeat_interleave(views)
+            labels = labels.repeat_interleave(views)
+            images = images.flatten(0, 1)
         embeddings, logits = self.embedder.forward_with_logits(images)
-        parts = self.loss(embeddings, logits, labels)
+        parts = self.loss(embeddings, logits, labels, instances)
         for name, value in parts.items():
             self.log(f"train/{name}", value, prog_bar=name == "loss", on_step=True, on_epoch=True)
         if not torch.isfinite(parts["loss"]):

@@ -160,8 +160,9 @@ def test_shopper_photo_block_has_every_variant_and_bucket_with_consistent_metric
     for variant, buckets in photos.items():
         assert set(buckets["all"]) == PHOTO_METRICS
         assert buckets["all"]["photos"] == cfg.evaluate.photos.photos
-        assert sum(b["photos"] for name, b in buckets.items() if name != "all") == (
-            buckets["all"]["photos"]
+        assert (
+            sum(b["photos"] for name, b in buckets.items() if name != "all")
+            == (buckets["all"]["photos"])
         ), variant
         for values in buckets.values():
             assert 0 <= values["product@1"] <= values["category@1"] <= values["category@5"] <= 1

@@ -8,9 +8,9 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import near_copy, pattern, save
 from PIL import Image, ImageDraw
 
-from helpers import near_copy, pattern, save
 from shoplens.config import compose_config
 from shoplens.data.backgrounds import EVAL, POOL_FILE, TRAIN, PoolSettings, build_pool, read_pool
 from shoplens.data.catalog import read_manifest
@@ -54,7 +54,9 @@ def test_cutout_finds_the_product_on_any_plain_backdrop(backdrop):
 
 
 def test_cutout_keeps_backdrop_coloured_detail_enclosed_by_the_product():
-    mask, _ = product_mask(shot((250, 250, 250), (20, 20, 90), logo=(250, 250, 250)), CutoutSettings())
+    mask, _ = product_mask(
+        shot((250, 250, 250), (20, 20, 90), logo=(250, 250, 250)), CutoutSettings()
+    )
     assert mask[20, 19] == 255 and ((mask > 0) == truth()).all()
 
 

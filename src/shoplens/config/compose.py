@@ -10,7 +10,6 @@ types are rejected with the offending key named.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,24 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from shoplens.config.schema import ShoplensConfig
-
-CONFIG_NAME = "config"
+from shoplens.project import CONFIG_NAME, repo_root
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the offending key."""
-
-
-def repo_root() -> Path:
-    """The project root: $SHOPLENS_ROOT, else the nearest folder above cwd holding conf/."""
-    if env := os.environ.get("SHOPLENS_ROOT"):
-        return Path(env).resolve()
-    here = Path.cwd().resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / "conf" / f"{CONFIG_NAME}.yaml").is_file():
-            return candidate
-    # An editable install: src/shoplens/config/compose.py -> project root three levels up.
-    return Path(__file__).resolve().parents[3]
 
 
 def config_dir() -> Path:

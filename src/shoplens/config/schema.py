@@ -18,7 +18,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from shoplens.data.augment import AugmentationConfig
 from shoplens.data.backgrounds import PoolSettings
+from shoplens.data.copy_paste import SceneSettings
 from shoplens.data.cutout import CutoutSettings
 from shoplens.evaluation.shopper_photos import BenchmarkSettings
 from shoplens.search.config import IndexConfig
@@ -106,6 +108,10 @@ class LossConfig:
     label_smoothing: float = 0.0
     loss_lr: float | None = None  # LR of the loss's own parameters (proxies, class centres)
     samples_per_class: int | None = None  # M-per-class sampler for pair losses
+    # A pytorch-metric-learning loss over product *instances* (`_target_` node): each product
+    # comes as a photo-like view and its catalog shot, positives of each other.
+    instance: Any = None
+    instance_weight: float = 0.0
 
 
 @dataclass
@@ -123,22 +129,6 @@ class SchedulerConfig:
     warmup_epochs: float = 0.5
     step_size: int = 3  # step: epochs between LR drops
     gamma: float = 0.1
-
-
-@dataclass
-class AugmentationConfig:
-    """How a shopper's photo differs from a catalog shot (see data/augment.py)."""
-
-    enabled: bool = True
-    scale: tuple[float, float] = (0.6, 1.0)  # random resized crop area
-    rotation: float = 15.0  # degrees
-    hflip: bool = True
-    color_jitter: float = 0.3  # brightness/contrast/saturation strength
-    tint: float = 0.1  # hue shift strength
-    background_clutter_p: float = 0.3  # paste onto a noisy, textured background
-    blur_p: float = 0.2
-    jpeg_p: float = 0.3
-    jpeg_quality: tuple[int, int] = (30, 90)
 
 
 @dataclass
@@ -182,8 +172,9 @@ class EvaluateConfig:
 class RegistryConfig:
     """Where the fine-tuned embedder is registered and when it becomes the champion."""
 
-    model_name: str = "shoplens-embedder"
-    margin: float = 0.005  # test Recall@1 gain over the champion needed to take its place
+    model_name: str = "shoplens-embedder"  # the query pipeline: embedder + localizer + spec
+    localizer_name: str = "shoplens-localizer"
+    margin: float = 0.005  # gain over the champion needed to take its place (see gate.py)
 
 
 @dataclass
@@ -203,6 +194,27 @@ class SearchConfig:
     narrow_top_categories: int = 2
     host: str = "127.0.0.1"
     port: int = 8000
+
+
+@dataclass
+class LocalizerConfig:
+    """The product localizer (models/localizer.py) and its training scenes."""
+
+    decoder: str = "fpn"  # fpn | unet (segmentation-models-pytorch)
+    decoder_channels: int = 64
+    input_size: int = 128
+    channels_last: bool = True
+    freeze_encoder: bool = False
+    epochs: int = 3
+    steps_per_epoch: int = 150
+    batch_size: int = 32
+    val_scenes: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    threshold: float = 0.5
+    min_area: float = 0.002
+    checkpoint: str = "${paths.artifacts_dir}/localizer/best.ckpt"
+    scenes: SceneSettings = field(default_factory=SceneSettings)
 
 
 @dataclass
@@ -233,4 +245,5 @@ class ShoplensConfig:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
     ckpt_path: str | None = None  # resume training from this checkpoint ("last" for last.ckpt)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from shoplens.config import repo_root
 from shoplens.data.catalog import MANIFEST_FILE
+from shoplens.project import repo_root
 
 
 def git_commit() -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 from sqlalchemy.engine import make_url
 
-from shoplens.config import repo_root
+from shoplens.project import repo_root
 
 
 def tracking_uri(configured: str | None = None, root: Path | None = None) -> str:

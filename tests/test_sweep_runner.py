@@ -7,6 +7,8 @@ the policies are pinned down here; test_sweeps.py runs the real thing end to end
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import optuna
@@ -169,3 +171,10 @@ def test_samplers_and_pruners_by_name(name):
         assert studies.make_sampler(name, 0, {}, grid={"k": ["a"]}) is not None
     assert studies.make_pruner("none", {}).prune(None, None) is False
     assert TrialState.RUNNING in studies.COUNTED
+
+
+def test_training_knows_nothing_about_sweeps():
+    """The layering: shoplens.pipeline.train takes callbacks and tags; train.py asks the sweep."""
+    probe = "import sys, shoplens.pipeline.train; print([m for m in sys.modules if 'sweeps' in m])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

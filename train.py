@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from shoplens.config import validate
 from shoplens.pipeline.train import run
-from shoplens.sweeps.context import active_trial
+from shoplens.sweeps import active_trial
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

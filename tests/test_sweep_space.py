@@ -15,9 +15,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from shoplens.config import compose_config
-from shoplens.sweeps.context import MONITOR
 from shoplens.sweeps.space import SearchSpace, format_value
-from shoplens.training.module import MONITOR as TRAINING_MONITOR
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml"))
@@ -90,10 +88,6 @@ def test_hydra_discovers_the_sweeper_where_the_project_is_installed(tmp_path):
         [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     assert "ShoplensOptunaSweeper" in out and "shoplens_optuna.yaml" in out
-
-
-def test_the_pruning_callback_watches_what_training_logs():
-    assert MONITOR == TRAINING_MONITOR
 
 
 @pytest.mark.parametrize("name", SPACES)

@@ -14,7 +14,6 @@ import time
 import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
 
 from shoplens.sweeps import Settings
 from shoplens.sweeps import study as studies
@@ -179,14 +178,53 @@ def test_grid_sampler_stops_when_the_grid_is_done(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "grid", "median", "hyperband"])
-def test_samplers_and_pruners_by_name(name):
-    if name in ("median", "hyperband"):
-        assert studies.make_pruner(name, {}) is not None
-    else:
-        assert studies.make_sampler(name, 0, {}, grid=lambda: {"k": ["a"]}) is not None
-    assert studies.make_pruner("none", {}).prune(None, None) is False
-    assert TrialState.RUNNING in studies.COUNTED
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+    ],
+)
+def test_samplers_by_name(name, cls):
+    assert isinstance(studies.make_sampler(name, None, {}), cls)
+    assert isinstance(studies.make_sampler(name, 7, {}).inner, cls)  # seeded per trial
+    grid = studies.make_sampler("grid", 0, {}, grid=lambda: {"k": ["a", "b"]})
+    assert isinstance(grid, optuna.samplers.GridSampler)
+    with pytest.raises(ValueError, match="choose from"):
+        studies.make_sampler("annealing", 0, {})
+
+
+def _median_study(completed: int) -> optuna.Study:
+    """A study whose first trials reached 0.9 at epochs 0 and 1."""
+    study = optuna.create_study(direction="maximize", pruner=studies.make_pruner("median", {}))
+    for _ in range(completed):
+        trial = study.ask()
+        trial.report(0.9, 0)
+        trial.report(0.9, 1)
+        study.tell(trial, 0.9)
+    return study
+
+
+def test_pruners_by_name_with_shoplens_defaults():
+    trial = _median_study(completed=3).ask()
+    trial.report(0.1, 0)
+    assert not trial.should_prune(), "never in the first epoch: the heads are still random"
+    trial.report(0.1, 1)
+    assert trial.should_prune()
+    early = _median_study(completed=2).ask()
+    early.report(0.1, 0)
+    early.report(0.1, 1)
+    assert not early.should_prune(), "not before 3 trials have set the bar"
+
+    study = optuna.create_study(pruner=studies.make_pruner("threshold", {"lower": 0.5}))
+    trial = study.ask()
+    trial.report(0.4, 0)
+    assert trial.should_prune(), "pruner_kwargs reach the pruner"
+    assert isinstance(studies.make_pruner("hyperband", {}), optuna.pruners.HyperbandPruner)
+    assert isinstance(studies.make_pruner("none", {}), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError, match="choose from"):
+        studies.make_pruner("patient", {})
 
 
 def test_training_knows_nothing_about_sweeps():

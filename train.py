@@ -14,11 +14,19 @@ from omegaconf import DictConfig
 
 from shoplens.config import validate
 from shoplens.pipeline.train import run
+from shoplens.sweeps import active_trial
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    result = run(validate(cfg))
+    # In an Optuna sweep this run is the trial's: each epoch is reported to the trial (pruning)
+    # and the MLflow run is nested under the study's parent run.
+    trial = active_trial()
+    result = run(
+        validate(cfg),
+        extra_callbacks=trial.callbacks() if trial else (),
+        extra_tags=trial.mlflow_tags if trial else None,
+    )
     return result["val_recall@1"]  # the objective a sweeper maximises
 
 

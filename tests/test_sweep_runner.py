@@ -7,15 +7,18 @@ the policies are pinned down here; test_sweeps.py runs the real thing end to end
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import optuna
 import pytest
-from optuna.trial import TrialState
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 
+from shoplens.sweeps import Settings
 from shoplens.sweeps import study as studies
-from shoplens.sweeps.runner import Settings, SweepFailedError, SweepRunner
 from shoplens.sweeps.space import SearchSpace
+from shoplens.sweeps.study import SweepFailedError, SweepRunner
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -107,28 +110,42 @@ def test_an_interrupted_trial_is_requeued_and_not_counted(tmp_path):
     study = _sweep(tmp_path, lambda overrides, number: 0.7, n_trials=3)
     assert _states(study) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
     assert study.trials[1].user_attrs["shoplens.interrupted"]
-    assert study.trials[2].user_attrs[studies.RETRY_OF] == 1
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(study.trials[2]) == 1
     assert study.trials[2].params == study.trials[1].params
+    assert "shoplens.interrupted" not in study.trials[2].user_attrs
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
-def test_a_dead_workers_trial_is_failed_and_requeued(tmp_path):
-    storage = studies.make_storage(_url(tmp_path), heartbeat_interval=1, grace_period=1)
-    study, created = studies.open_study("dead", storage, None, None, "maximize")
-    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-    storage.record_heartbeat(trial._trial_id)  # then the worker is killed: no more beats
-    time.sleep(2.2)
-    assert created and studies.trials_used(study) == []
-    assert _states(study) == ["FAIL", "WAITING"]
-    assert study.trials[1].user_attrs[studies.RETRY_OF] == 0
+def test_a_dead_workers_trial_is_failed_and_run_again(tmp_path):
+    """A worker killed mid-trial stops its storage heartbeat; after the grace period the next
+    worker fails that trial, runs its parameters again, and the dead one does not count."""
+    beat = {"heartbeat_interval": 1, "grace_period": 1}
+    killed = (
+        "import os; from shoplens.sweeps import Settings; from shoplens.sweeps.space import "
+        "SearchSpace; from shoplens.sweeps.study import SweepRunner; "
+        f"s = Settings(storage={_url(tmp_path)!r}, n_trials=1, mlflow=False, best_file=None, **{beat!r}); "
+        "SweepRunner(s, SearchSpace({'x': 'interval(0, 1)'}, []), lambda o, n: os._exit(9)).run()"
+    )
+    assert subprocess.run([sys.executable, "-c", killed], timeout=120).returncode == 9
+    time.sleep(2.5)
+    space = SearchSpace({"x": "interval(0, 1)"}, [])
+    study = _sweep(tmp_path, lambda overrides, number: 0.5, space, n_trials=1, **beat)
+    assert _states(study) == ["FAIL", "COMPLETE"]
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(study.trials[1]) == 0
+    assert study.trials[1].params == study.trials[0].params
 
 
 def test_the_worker_that_asks_past_the_budget_yields(tmp_path):
-    storage = studies.make_storage(_url(tmp_path), None, None)
-    study, _ = studies.open_study("race", storage, None, None, "maximize")
-    first, second = study.ask(), study.ask()  # two workers asked for the last slot at once
-    assert studies.within_budget(study, first.number, n_trials=1)
-    assert not studies.within_budget(study, second.number, n_trials=1)
+    """Two workers asked for the last slot at once: the later trial runs nothing, stops its
+    worker and does not count."""
+    study = optuna.create_study(storage=studies.make_storage(_url(tmp_path), None, None))
+    other = study.ask()  # the other worker's trial, asked a moment earlier
+    launched = []
+    space = SearchSpace({"x": "interval(0, 1)"}, [])
+    runner = SweepRunner(Settings(n_trials=1), space, lambda o, n: launched.append(n))
+    study.optimize(runner.objective, n_trials=3, catch=(Exception,))
+    assert _states(study) == ["RUNNING", "FAIL"] and launched == []
+    assert study.trials[1].user_attrs[studies.SURPLUS]
+    assert [t.number for t in studies.used(study)] == [other.number]
 
 
 def test_sampling_is_seeded_per_trial(tmp_path):
@@ -161,11 +178,57 @@ def test_grid_sampler_stops_when_the_grid_is_done(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "grid", "median", "hyperband"])
-def test_samplers_and_pruners_by_name(name):
-    if name in ("median", "hyperband"):
-        assert studies.make_pruner(name, {}) is not None
-    else:
-        assert studies.make_sampler(name, 0, {}, grid={"k": ["a"]}) is not None
-    assert studies.make_pruner("none", {}).prune(None, None) is False
-    assert TrialState.RUNNING in studies.COUNTED
+@pytest.mark.parametrize(
+    "name, cls",
+    [
+        ("tpe", optuna.samplers.TPESampler),
+        ("random", optuna.samplers.RandomSampler),
+        ("cmaes", optuna.samplers.CmaEsSampler),
+    ],
+)
+def test_samplers_by_name(name, cls):
+    assert isinstance(studies.make_sampler(name, None, {}), cls)
+    assert isinstance(studies.make_sampler(name, 7, {}).inner, cls)  # seeded per trial
+    grid = studies.make_sampler("grid", 0, {}, grid=lambda: {"k": ["a", "b"]})
+    assert isinstance(grid, optuna.samplers.GridSampler)
+    with pytest.raises(ValueError, match="choose from"):
+        studies.make_sampler("annealing", 0, {})
+
+
+def _median_study(completed: int) -> optuna.Study:
+    """A study whose first trials reached 0.9 at epochs 0 and 1."""
+    study = optuna.create_study(direction="maximize", pruner=studies.make_pruner("median", {}))
+    for _ in range(completed):
+        trial = study.ask()
+        trial.report(0.9, 0)
+        trial.report(0.9, 1)
+        study.tell(trial, 0.9)
+    return study
+
+
+def test_pruners_by_name_with_shoplens_defaults():
+    trial = _median_study(completed=3).ask()
+    trial.report(0.1, 0)
+    assert not trial.should_prune(), "never in the first epoch: the heads are still random"
+    trial.report(0.1, 1)
+    assert trial.should_prune()
+    early = _median_study(completed=2).ask()
+    early.report(0.1, 0)
+    early.report(0.1, 1)
+    assert not early.should_prune(), "not before 3 trials have set the bar"
+
+    study = optuna.create_study(pruner=studies.make_pruner("threshold", {"lower": 0.5}))
+    trial = study.ask()
+    trial.report(0.4, 0)
+    assert trial.should_prune(), "pruner_kwargs reach the pruner"
+    assert isinstance(studies.make_pruner("hyperband", {}), optuna.pruners.HyperbandPruner)
+    assert isinstance(studies.make_pruner("none", {}), optuna.pruners.NopPruner)
+    with pytest.raises(ValueError, match="choose from"):
+        studies.make_pruner("patient", {})
+
+
+def test_training_knows_nothing_about_sweeps():
+    """The layering: shoplens.pipeline.train takes callbacks and tags; train.py asks the sweep."""
+    probe = "import sys, shoplens.pipeline.train; print([m for m in sys.modules if m.startswith('shoplens.sweeps')])"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

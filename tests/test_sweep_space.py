@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from shoplens.config import compose_config
-from shoplens.sweeps.context import MONITOR
+from shoplens.sweeps import TrialHook
 from shoplens.sweeps.space import SearchSpace, format_value
-from shoplens.training.module import MONITOR as TRAINING_MONITOR
+from shoplens.training.module import MONITOR
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACES = sorted(p.stem for p in (ROOT / "conf" / "hparams_search").glob("*.yaml"))
@@ -92,8 +92,47 @@ def test_hydra_discovers_the_sweeper_where_the_project_is_installed(tmp_path):
     assert "ShoplensOptunaSweeper" in out and "shoplens_optuna.yaml" in out
 
 
-def test_the_pruning_callback_watches_what_training_logs():
-    assert MONITOR == TRAINING_MONITOR
+def test_the_pruning_callback_reports_training_epochs_and_prunes():
+    """What training logs reaches the trial each epoch of fit (not the untrained baseline that
+    train.run validates first), and the pruner's verdict stops fit."""
+    import lightning as L
+    import torch
+
+    class Tiny(L.LightningModule):
+        def __init__(self, recalls):
+            super().__init__()
+            self.layer, self.recalls = torch.nn.Linear(1, 1), iter(recalls)
+
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch[0]).sum()
+
+        def validation_step(self, batch, batch_idx):
+            pass
+
+        def on_validation_epoch_end(self):
+            self.log(MONITOR, next(self.recalls))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(0.25))
+    hook = TrialHook(study.ask())
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(4, 1)))
+    trainer = L.Trainer(
+        max_epochs=4,
+        callbacks=hook.callbacks(),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    model = Tiny([0.0, 0.5, 0.125, 0.75, 0.75])  # baseline 0.0; epoch 1 is below 0.25
+    trainer.validate(model, data, verbose=False)
+    with pytest.raises(optuna.TrialPruned):
+        trainer.fit(model, data, data)
+    assert study.trials[0].intermediate_values == {0: 0.5, 1: 0.125}
+    assert isinstance(hook.pruned, optuna.TrialPruned) and trainer.current_epoch == 1
 
 
 @pytest.mark.parametrize("name", SPACES)

@@ -16,13 +16,13 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from sweep_helpers import ROOT, load, postgres_server, run_sweep, sqlite_url, start_sweep, states
 from sweep_helpers import sweep_args as _args
 
 from shoplens.config import compose_config
 from shoplens.sweeps import best as best_module
-from shoplens.sweeps.study import RETRY_OF
 
 pytestmark = pytest.mark.slow
 LR = "optimizer.lr=tag(log,interval(1e-3,1e-2))"
@@ -119,7 +119,7 @@ def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, override
     run_sweep(args)  # the same command again: runs trial 1's parameters, and that is all
     study = load("resume", storage)
     assert states(study) == ["COMPLETE", "FAIL", "COMPLETE"]
-    assert study.trials[2].user_attrs[RETRY_OF] == 1
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(study.trials[2]) == 1
     assert study.trials[2].params == study.trials[1].params
 
 

@@ -1,106 +1,68 @@
-"""The Hydra side of the sweep: read ``hydra.sweeper``, launch one Hydra job per trial.
+"""The ``hydra/sweeper: shoplens_optuna`` config node and sweeper. As in Hydra's BasicSweeper,
+the launcher runs each trial's job in this process (where :func:`~shoplens.sweeps.active_trial`
+hands the live trial to training)."""
 
-Modelled on Hydra's own BasicSweeper: the configured launcher (the basic one by default) runs
-each job in this process, which is what lets :mod:`shoplens.sweeps.context` hand the live
-Optuna trial to the training loop. Study, sampling, budget, pruning and MLflow are in
-:mod:`shoplens.sweeps.runner`, imported only when a sweep starts, because Hydra imports this
-module on every ``python train.py``.
-"""
-
-from __future__ import annotations
-
-import logging
+# No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is
+# in sys.modules, where dataclasses cannot resolve string annotations.
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
-log = logging.getLogger(__name__)
+from shoplens.sweeps import Settings, active_trial
 
-# Per-trial output folders (isolate_outputs): resolved by Hydra inside each job.
-_ISOLATED = (
-    "paths.artifacts_dir=${hydra:runtime.output_dir}/artifacts",
-    "paths.reports_dir=${hydra:runtime.output_dir}/reports",
-)
+# isolate_outputs: each trial's checkpoints and reports in its own Hydra job folder
+ISOLATED = [f"paths.{d}_dir=${{hydra:runtime.output_dir}}/{d}" for d in ("artifacts", "reports")]
 
 
-def _plain(value: Any) -> Any:
-    """Hydra hands nodes over as DictConfig / ListConfig; Optuna wants plain dicts and lists."""
-    if isinstance(value, DictConfig | ListConfig):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
+@dataclass
+class ShoplensOptunaSweeperConf(Settings):
+    _target_: str = "hydra_plugins.shoplens_optuna_sweeper.sweeper.ShoplensOptunaSweeper"
+    _convert_: str = "all"  # hand plain dicts and lists to the sweeper, not config nodes
+    best_file: str | None = "${paths.reports_dir}/sweep/best.yaml"  # the DVC reports folder
+
+
+ConfigStore.instance().store("shoplens_optuna", ShoplensOptunaSweeperConf, group="hydra/sweeper")
 
 
 class ShoplensOptunaSweeper(Sweeper):
-    def __init__(
-        self,
-        params: Any = None,
-        conditional: Any = None,
-        isolate_outputs: bool = True,
-        **settings: Any,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
         super().__init__()
-        self.params = _plain(params) or {}
-        self.conditional = _plain(conditional) or {}
-        self.isolate_outputs = isolate_outputs
-        self.settings = {key: _plain(value) for key, value in settings.items()}
-        self.hydra_context: HydraContext | None = None
-        self.config: DictConfig | None = None
-        self.launcher = None
+        self.settings = Settings(**settings)
 
-    def setup(
-        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
-    ) -> None:
+    def setup(self, *, hydra_context, task_function, config) -> None:
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config
         )
-        if type(self.launcher).__name__ != "BasicLauncher":
-            log.warning(
-                "launcher %s may run trials in other processes: pruning and MLflow nesting "
-                "only reach trials run in-process (hydra/launcher=basic)",
-                type(self.launcher).__name__,
-            )
 
     def sweep(self, arguments: list[str]) -> Any:
-        from shoplens.sweeps.runner import Settings, SweepRunner
         from shoplens.sweeps.space import SearchSpace
+        from shoplens.sweeps.study import SweepRunner
 
-        assert self.config is not None and self.launcher is not None
-        sweep_dir = Path(self.config.hydra.sweep.dir)
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-
-        space = SearchSpace(self.params, arguments, self.conditional, default=self._default)
-        tracking = None
-        if OmegaConf.select(self.config, "tracking.experiment") is not None:
-            tracking = (self.config.tracking.uri, self.config.tracking.experiment)
-        runner = SweepRunner(Settings(**self.settings), space, self._launch, tracking)
-        study = runner.run()
-        return [(t.number, t.state.name, t.value) for t in study.get_trials(deepcopy=False)]
+        Path(self.config.hydra.sweep.dir).mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, Path(self.config.hydra.sweep.dir) / "multirun.yaml")
+        s, tracking = self.settings, OmegaConf.select(self.config, "tracking")
+        space = SearchSpace(s.params, arguments, s.conditional, default=self._default)
+        tracking = (tracking.uri, tracking.experiment) if tracking else None
+        return SweepRunner(s, space, self._launch, tracking).run()
 
     def _launch(self, overrides: list[str], number: int) -> Any:
-        """Run one trial as Hydra job ``number``; its return value, or its exception raised."""
-        batch = [[*overrides, *(_ISOLATED if self.isolate_outputs else ())]]
+        """Run one trial as Hydra job ``number``: its return value, or its exception raised."""
+        batch = [overrides + (ISOLATED if self.settings.isolate_outputs else [])]
         self.validate_batch_is_legal(batch)  # a composition error fails this trial only
         (job,) = self.launcher.launch(batch, initial_job_idx=number)
-        from optuna import TrialPruned
-
-        if isinstance(job._return_value, TrialPruned):
-            raise job._return_value  # not an error: skip Hydra's "Error executing job" log
-        return job.return_value  # re-raises what the task raised
+        if job.status != JobStatus.COMPLETED and (hook := active_trial()) and hook.pruned:
+            raise hook.pruned  # not an error: skip Hydra's "Error executing job" message
+        return job.return_value  # raises what the task raised
 
     def _default(self, key: str) -> Any:
-        """A key's value when no trial override sets it: the group's chosen option, or the
-        composed value (for conditions like ``loss=normalized_softmax`` on the default)."""
-        assert self.config is not None
-        choices = self.config.hydra.runtime.choices
-        if key in choices:
-            return choices[key]
-        try:
-            return OmegaConf.select(self.config, key, default=None)
-        except Exception:  # an interpolation that only resolves inside a job
-            return None
+        """A key's value without a trial override: the group's chosen option, or the composed
+        value (``None`` for an interpolation only a job resolves), for conditional blocks."""
+        composed = OmegaConf.select(self.config, key, throw_on_resolution_failure=False)
+        return self.config.hydra.runtime.choices.get(key) or composed

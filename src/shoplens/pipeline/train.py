@@ -20,7 +20,6 @@ from shoplens.data.backgrounds import TRAIN, read_pool
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, read_categories, read_framing
 from shoplens.data.photo_crops import build_photo_transform
-from shoplens.sweeps.context import active_trial
 from shoplens.tracking import configure_mlflow, data_version, git_commit
 from shoplens.training.callbacks import HistoryWriter, SampleBatchLogger
 from shoplens.training.datamodule import CatalogDataModule
@@ -65,7 +64,7 @@ def _train_transform(cfg: DictConfig, spec, views: bool):
     return transform, True
 
 
-def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
+def run(cfg: DictConfig, extra_callbacks=(), extra_tags=None) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     train_dir = Path(cfg.paths.artifacts_dir) / "train"
     reports_dir = Path(cfg.paths.reports_dir) / "train"
@@ -88,9 +87,6 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
 
     uri = configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     version = data_version(cfg.paths.catalog_dir)
-    # In an Optuna sweep (python train.py -m hparams_search=...) this run is the trial's child
-    # run under the study's parent, and each epoch is reported to the trial for pruning.
-    sweep = active_trial()
     logger = MLFlowLogger(
         experiment_name=cfg.tracking.experiment,
         run_name=cfg.tracking.run_name,
@@ -102,7 +98,7 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
             "shoplens.backbone": cfg.backbone.name,
             "shoplens.loss": cfg.loss.name,
             "shoplens.freeze": cfg.freeze.strategy,
-            **(sweep.mlflow_tags if sweep else {}),
+            **(extra_tags or {}),
         },
     )
     logger.log_hyperparams(_flat_params(cfg))
@@ -110,7 +106,6 @@ def run(cfg: DictConfig, extra_callbacks=()) -> dict[str, Any]:
         HistoryWriter(reports_dir / "history.csv", fresh=resume is None),
         SampleBatchLogger(cfg.tracking.sample_batches, spec.mean, spec.std),
         *extra_callbacks,
-        *(sweep.callbacks() if sweep else ()),
     ]
     trainer, checkpoint = build_trainer(cfg, train_dir, logger, callbacks)
 

@@ -1,124 +1,78 @@
-"""The MLflow side of a sweep: one parent run per study, one nested child run per trial.
-
-The child run *is* the trial's training run: the sweeper hands ``mlflow.parentRunId`` and the
-trial tags to ``train.run`` (see :mod:`shoplens.sweeps.context`), so the MLflow UI lists the
-trials under the study with all of their curves, and "compare" puts them side by side. After
-the trial the sweeper tags the child with the trial's final state (COMPLETE / PRUNED / FAIL)
-and sets a matching run status. A trial that died before training made its run still gets a
-child run, so every trial is visible.
-
-The parent's id lives in the study's user attributes, so resumed runs and other workers (other
-machines, with the same tracking server) attach to the same parent. Creating the study is
-atomic in the Optuna storage; whoever created it creates the parent and the others wait for it.
-"""
+"""MLflow: a parent run per study (its id a study user attribute, so resumed runs and other
+workers find it), each trial's training run nested under it (``train.py`` gives it
+:meth:`SweepRuns.child_tags`) and, after the trial, tagged with its state and error."""
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from shoplens.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
+PARENT_ATTR, RUN_ATTR, ERROR_ATTR = "mlflow_parent_run_id", "mlflow_run_id", "shoplens.error"
+STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
 
-PARENT_ATTR = "mlflow_parent_run_id"
-STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED", TrialState.FAIL: "FAILED"}
 
-
-def _retry(fn, attempts: int = 5):
-    """Two workers starting on a fresh SQLite store race to create its tables; retry."""
-    for attempt in range(attempts):
+def retry_races(fn, attempts: int = 5) -> Any:
+    """Workers starting together on a fresh SQLite database race to create its tables."""
+    for attempt in range(attempts - 1):
         try:
             return fn()
-        except Exception as err:  # sqlalchemy/MLflow errors of a half-created store
-            if attempt == attempts - 1:
-                raise
-            log.debug("MLflow store busy (%s); retrying", err)
+        except Exception:  # SQLAlchemy's or MLflow's errors of a half-created database
             time.sleep(1 + attempt)
+    return fn()
 
 
 class SweepRuns:
-    """Parent and child runs of one study in one MLflow experiment."""
-
-    def __init__(self, uri: str | None, experiment: str, study: Any, created: bool, info: dict):
-        uri = _retry(lambda: configure_mlflow(uri, experiment))
-        self.client = MlflowClient(uri)
-        self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+    def __init__(self, uri: str | None, experiment: str, study: Any, created: bool):
+        self.client = c = MlflowClient(retry_races(lambda: configure_mlflow(uri, experiment)))
+        self.experiment_id = c.get_experiment_by_name(experiment).experiment_id
         self.study_name = study.study_name
-        self.parent_id = self._attach(study, created, info)
-        self.client.update_run(self.parent_id, status="RUNNING")
-
-    def _attach(self, study: Any, created: bool, info: dict) -> str:
-        deadline = time.monotonic() + (0 if created else 30)
-        while True:
-            run_id = study._storage.get_study_user_attrs(study._study_id).get(PARENT_ATTR)
-            if run_id and self._exists(run_id):
-                return run_id
-            if time.monotonic() >= deadline:
+        for _ in range(0 if created else 60):  # its creator may be making the parent right now
+            if self._exists(study.user_attrs.get(PARENT_ATTR)):
                 break
-            time.sleep(0.5)  # the creator is making the parent run right now
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=self.study_name,
-            tags={"shoplens.stage": "sweep", "shoplens.sweep.study": self.study_name},
-        )
-        for key, value in info.items():
-            self.client.log_param(run.info.run_id, param_key(key), str(value)[:6000])
-        study.set_user_attr(PARENT_ATTR, run.info.run_id)
-        return run.info.run_id
+            time.sleep(0.5)
+        else:
+            tags = {"shoplens.stage": "sweep", "shoplens.sweep.study": self.study_name}
+            run = c.create_run(self.experiment_id, run_name=self.study_name, tags=tags)
+            study.set_user_attr(PARENT_ATTR, run.info.run_id)
+        self.parent_id = study.user_attrs[PARENT_ATTR]
+        c.update_run(self.parent_id, status="RUNNING")
 
-    def _exists(self, run_id: str) -> bool:
-        try:
+    def _exists(self, run_id: str | None) -> bool:
+        try:  # (a parent in another tracking store does not count)
             return self.client.get_run(run_id).info.experiment_id == self.experiment_id
-        except MlflowException:
-            return False  # a parent in another tracking store: start a new one here
+        except Exception:
+            return False
 
     def child_tags(self, number: int) -> dict[str, str]:
-        return {
-            "mlflow.parentRunId": self.parent_id,
-            "mlflow.runName": f"{self.study_name}-trial-{number:03d}",
-            "shoplens.sweep.study": self.study_name,
-            "shoplens.sweep.trial": str(number),
-        }
+        name = f"{self.study_name}-trial-{number:03d}"
+        tags = {"mlflow.parentRunId": self.parent_id, "mlflow.runName": name}
+        return tags | {"shoplens.sweep.study": self.study_name, "shoplens.sweep.trial": str(number)}
 
-    def finish_trial(self, trial: Any, state: TrialState, run_id: str | None, error: str | None):
-        """Tag the trial's child run with its outcome (making one if training never did)."""
-        c = self.client
-        if run_id is None:
-            run_id = c.create_run(self.experiment_id, tags=self.child_tags(trial.number))
-            run_id = run_id.info.run_id
-            for name, value in trial.params.items():
-                c.log_param(run_id, param_key(name), value)
-        c.set_tag(run_id, "shoplens.sweep.state", state.name)
-        if error:
-            c.set_tag(run_id, "shoplens.sweep.error", error[:5000])
-        c.set_terminated(run_id, STATUS.get(state, "FAILED"))
-        return run_id
-
-    def log_progress(self, study: Any, number: int, value: float | None) -> None:
-        """Per-trial value and best-so-far on the parent (x axis: trial number)."""
-        if value is not None:
-            self.client.log_metric(self.parent_id, "trial_value", value, step=number)
+    def __call__(self, study: Any, trial: FrozenTrial) -> None:
+        """Optuna callback: close the trial's run; log its value and the best on the parent."""
+        c, run_id = self.client, trial.user_attrs.get(RUN_ATTR)
         try:
-            best = study.best_trial
-        except ValueError:
-            return  # no completed trial yet
-        self.client.log_metric(self.parent_id, "best_value", best.value, step=number)
-        self.client.set_tag(self.parent_id, "shoplens.sweep.best_trial", str(best.number))
+            if run_id:  # None: the trial failed before its training run started
+                c.set_tag(run_id, "shoplens.sweep.state", trial.state.name)
+                if ERROR_ATTR in trial.user_attrs:
+                    c.set_tag(run_id, "shoplens.sweep.error", trial.user_attrs[ERROR_ATTR][:5000])
+                c.set_terminated(run_id, STATUS.get(trial.state, "FAILED"))
+            if trial.value is not None:
+                c.log_metric(self.parent_id, "trial_value", trial.value, step=trial.number)
+            if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)):
+                c.log_metric(self.parent_id, "best_value", study.best_value, step=trial.number)
+                c.set_tag(self.parent_id, "shoplens.sweep.best_trial", str(study.best_trial.number))
+        except Exception as err:  # the study is the record; MLflow is the view
+            log.warning("could not record trial %d in MLflow: %s", trial.number, err)
 
-    def finish(self, finished: bool, best_file: str | None) -> None:
+    def finish(self, done: bool, best_file: Any) -> None:
         if best_file:
-            self.client.log_artifact(self.parent_id, best_file)
-        self.client.update_run(self.parent_id, status="FINISHED" if finished else "RUNNING")
-
-
-def param_key(name: str) -> str:
-    """An Optuna parameter name as an MLflow key (``loss.metric.margin [loss=arcface]`` has
-    characters MLflow refuses)."""
-    return re.sub(r"[^\w\-. /]", "_", name)
+            self.client.log_artifact(self.parent_id, str(best_file))
+        self.client.update_run(self.parent_id, status="FINISHED" if done else "RUNNING")

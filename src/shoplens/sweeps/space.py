@@ -1,22 +1,7 @@
-"""Search spaces written in Hydra's override grammar, sampled define-by-run with Optuna.
-
-``hydra.sweeper.params`` (and sweep overrides on the command line) use the grammar people
-already know from ``python train.py -m``::
-
-    optimizer.lr: tag(log, interval(1e-4, 3e-3))   # FloatDistribution(log=True)
-    model.embedding_dim: choice(64, 128, 256)      # CategoricalDistribution
-    freeze.trainable_stages: range(1, 4)           # IntDistribution(1, 3)
-    loss: choice(arcface, proxy_anchor)            # a config group is just another choice
-    trainer.max_epochs: 3                          # fixed: part of every trial
-
-``hydra.sweeper.conditional`` adds parameters only when another key took a value, in order:
-``loss=arcface: {loss.metric.margin: interval(10, 40)}``. Loss knobs need this: a temperature
-override on ArcFace is a configuration error, not a bad trial. A conditional parameter gets its
-own Optuna name (``loss.metric.margin [loss=arcface]``) because the same key means different
-things per branch (ArcFace's margin is in degrees, Proxy-Anchor's a cosine).
-
-Command-line overrides win over the config's ``params`` for the same key.
-"""
+"""Search spaces in Hydra's override grammar (``tag(log, interval(1e-4, 3e-3))``, ``choice(1, 2)``,
+``range(1, 4)``, a value) sampled define-by-run; command-line overrides win. Conditional
+blocks add parameters when another key took a value, each under its own Optuna name
+(``loss.metric.margin [loss=arcface]``): the same key means different things per branch."""
 
 from __future__ import annotations
 
@@ -28,26 +13,18 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution as Categorical
 
 _PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./:-]*$")
 
 
 def format_value(value: Any) -> str:
     """A value as Hydra's override grammar reads it back (type preserved)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     if isinstance(value, int | float):
-        return repr(value)
+        return repr(value) if math.isfinite(value) else str(value)
     text = str(value)
     if _PLAIN.match(text) and text.lower() not in {"true", "false", "null", "nan", "inf"}:
         return text
@@ -55,14 +32,13 @@ def format_value(value: Any) -> str:
 
 
 def to_distribution(override: Override) -> BaseDistribution:
-    sweep = override.value()
-    log = "log" in sweep.tags
+    sweep, log = override.value(), "log" in override.value().tags
     if isinstance(sweep, ChoiceSweep):
-        return CategoricalDistribution(list(sweep.list))
+        return Categorical(list(sweep.list))
     if isinstance(sweep, RangeSweep):
         if all(isinstance(v, int) for v in (sweep.start, sweep.stop, sweep.step)):
             return IntDistribution(sweep.start, sweep.stop - sweep.step, step=sweep.step, log=log)
-        return CategoricalDistribution(list(override.sweep_iterator()))
+        return Categorical(list(override.sweep_iterator()))
     if isinstance(sweep, IntervalSweep):
         if "int" in sweep.tags:
             return IntDistribution(int(sweep.start), int(sweep.end), log=log)
@@ -72,7 +48,7 @@ def to_distribution(override: Override) -> BaseDistribution:
 
 @dataclass(frozen=True)
 class Dim:
-    """One override of every trial: searched (``distribution``) or fixed (``fixed``)."""
+    """One override of every trial: searched (``distribution``) or ``fixed``."""
 
     key: str  # as written, with any +/++/~ prefix
     name: str  # the Optuna parameter name
@@ -85,7 +61,7 @@ class Dim:
         d = self.distribution
         if d is None:
             return self.fixed, self.fixed_value
-        if isinstance(d, CategoricalDistribution):
+        if isinstance(d, Categorical):
             value = trial.suggest_categorical(self.name, d.choices)
         elif isinstance(d, IntDistribution):
             value = trial.suggest_int(self.name, d.low, d.high, step=d.step, log=d.log)
@@ -94,14 +70,11 @@ class Dim:
         return f"{self.key}={format_value(value)}", value
 
 
-def _lines(params: Mapping[str, Any]) -> list[str]:
-    """YAML ``key: value`` pairs as override lines (YAML already typed the plain values)."""
-    return [f"{k}={v if isinstance(v, str) else format_value(v)}" for k, v in params.items()]
-
-
-def _dims(parser: OverridesParser, lines: Sequence[str], suffix: str = "") -> dict[str, Dim]:
+def _dims(lines: Sequence[str] | Mapping[str, Any], suffix: str = "") -> dict[str, Dim]:
+    if isinstance(lines, Mapping):  # YAML `key: value` (YAML already typed the plain values)
+        lines = [f"{k}={v if isinstance(v, str) else format_value(v)}" for k, v in lines.items()]
     dims: dict[str, Dim] = {}
-    for o in parser.parse_overrides(list(lines)):
+    for o in OverridesParser.create().parse_overrides(list(lines)):
         key = o.get_key_element()
         if o.is_sweep_override():
             dims[o.key_or_group] = Dim(key, key + suffix, distribution=to_distribution(o))
@@ -120,16 +93,13 @@ class SearchSpace:
         conditional: Mapping[str, Mapping[str, Any]] | None = None,
         default: Callable[[str], Any] = lambda key: None,
     ):
-        parser = OverridesParser.create()
-        self.dims = _dims(parser, _lines(params or {}))
-        self.dims.update(_dims(parser, arguments))  # the command line wins
+        self.dims = {**_dims(params or {}), **_dims(arguments)}  # the command line wins
         self.blocks: list[tuple[str, str, dict[str, Dim]]] = []
         for condition, block in (conditional or {}).items():
             key, sep, value = str(condition).partition("=")
             if not sep:
                 raise ValueError(f"conditional block {condition!r} must read key=value")
-            dims = _dims(parser, _lines(block), suffix=f" [{condition}]")
-            self.blocks.append((key.strip(), value.strip(), dims))
+            self.blocks.append((key.strip(), value.strip(), _dims(block, f" [{condition}]")))
         self.default = default
 
     def sample(self, trial: Any) -> list[str]:
@@ -147,22 +117,17 @@ class SearchSpace:
                     overrides[bare], values[bare] = dim.sample(trial)
         return list(overrides.values())
 
-    def searched(self) -> dict[str, BaseDistribution]:
-        """Every searched dimension by Optuna name, conditional ones included."""
-        dims = [*self.dims.values(), *(d for _, _, block in self.blocks for d in block.values())]
-        return {d.name: d.distribution for d in dims if d.distribution is not None}
-
     def grid(self) -> dict[str, list[Any]]:
         """The search space for Optuna's GridSampler: finite, unconditional dimensions only."""
+        if self.blocks:
+            raise ValueError("sampler=grid does not support conditional parameters")
         grid: dict[str, list[Any]] = {}
         for dim in self.dims.values():
             d = dim.distribution
-            if isinstance(d, CategoricalDistribution):
+            if isinstance(d, Categorical):
                 grid[dim.name] = list(d.choices)
             elif isinstance(d, IntDistribution) and not d.log:
                 grid[dim.name] = list(range(d.low, d.high + 1, d.step))
             elif d is not None:
                 raise ValueError(f"sampler=grid needs choice() or range(), not {dim.name}: {d}")
-        if self.blocks:
-            raise ValueError("sampler=grid does not support conditional parameters")
         return grid

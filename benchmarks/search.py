@@ -35,7 +35,7 @@ import faiss
 import numpy as np
 import search_http  # this directory's end-to-end /search benchmark
 
-from shoplens.search import IndexConfig, agreement
+from shoplens.search import IndexConfig, agreement, create_index
 from shoplens.search.synthetic import clustered_catalog
 
 SWEEP = {
@@ -77,7 +77,7 @@ def _latencies(index, queries: np.ndarray, batch: int, k: int) -> dict[str, floa
 
 
 def build(kind: str, config: IndexConfig, data, dim: int):
-    index = dataclasses.replace(config, kind=kind).build(dim)
+    index = create_index(dataclasses.replace(config, kind=kind), dim)
     start = time.perf_counter()
     index.add(np.arange(len(data.vectors), dtype=np.int64), data.vectors)
     return index, time.perf_counter() - start

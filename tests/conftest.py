@@ -60,6 +60,13 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         "evaluate.photos.photos=24",
         "evaluate.photos.frame_side=[96,128]",  # within the serving tests' 20,000-pixel limit
         "evaluate.photos.small_side=[48,64]",
+        # A tiny localizer (tests/test_localizer.py trains its own where it matters).
+        "localizer.input_size=64",
+        "localizer.decoder_channels=32",
+        "localizer.epochs=1",
+        "localizer.steps_per_epoch=4",
+        "localizer.batch_size=8",
+        "localizer.val_scenes=8",
         # Larger than the model's input, as in production (80 vs 64): training crops and
         # resizes from the cache, and search must preprocess uploads the same way.
         "preprocess.cache_size=40",
@@ -109,7 +116,7 @@ def trained(workspace) -> list[str]:
         "trainer.max_epochs=1",
         "optimizer.lr=0.003",
         "augmentation=none",
-        "trainer.early_stopping_patience=0",
+        "callbacks.early_stopping=null",
         "tracking.log_checkpoint=false",
     )
     train.run(compose_config(args))

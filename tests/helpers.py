@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -74,3 +75,18 @@ def bad_files(folder: Path) -> dict[str, str]:
         str(huge): "too large",
         str(tiny): "too small",
     }
+
+
+@functools.cache
+def _default_config():
+    from shoplens.config import compose_config
+
+    return compose_config()
+
+
+def node(path: str, **values):
+    """A config node as ``conf/`` composes it by default, with ``values`` changed: tests use
+    the real configuration, not values of their own."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(OmegaConf.select(_default_config(), path), values)

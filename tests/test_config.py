@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from dvc.utils.hydra import compose_and_dump
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from shoplens.config import ConfigError, compose_config, load_config
+from shoplens.training.losses import build_loss
+from shoplens.training.trainer import build_callbacks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,15 +87,82 @@ def test_dvc_yaml_params_exist_in_params_yaml():
             )
 
 
-def test_every_group_option_composes():
-    for group in sorted(p for p in (ROOT / "conf").iterdir() if p.is_dir()):
-        for option in sorted(group.glob("*.yaml")):
-            override = f"{group.name}={option.stem}"
-            extra = {
-                "data=folder": ["data.root=/tmp"],
-                "data=manifest": ["data.root=/tmp", "data.manifest=/tmp/m.csv"],
-            }.get(override, [])
-            compose_config([override, *extra])  # raises on any schema violation
+def _options() -> list[tuple[str, str]]:
+    return [
+        (group.name, option.stem)
+        for group in sorted(p for p in (ROOT / "conf").iterdir() if p.is_dir())
+        for option in sorted(group.glob("*.yaml"))
+        if group.name != "hparams_search"  # sweeps, not configs: tests/test_sweep_space.py
+    ]
+
+
+def _bind(node, **runtime) -> None:
+    """The node's keys (plus what the code adds at run time) are arguments its target takes:
+    a typo fails here, without building what needs hardware this machine may lack."""
+    target = get_class(node["_target_"]) if "." in node["_target_"] else None
+    kwargs = {k: v for k, v in node.items() if not k.startswith("_")}
+    inspect.signature(target).bind_partial(**kwargs, **runtime)
+
+
+@pytest.mark.parametrize(("group", "option"), _options())
+def test_every_option_of_every_group_composes_and_builds(group, option, tmp_path):
+    """Compose each option (the schema rejects bad keys and types), then build every
+    `_target_` node it brings the way training builds it."""
+    extra = {
+        ("data", "base"): ["data.source=folder", "data.root=/tmp"],
+        ("data", "folder"): ["data.root=/tmp"],
+        ("data", "manifest"): ["data.root=/tmp", "data.manifest=/tmp/m.csv"],
+        ("loss", "base"): ["loss.name=base", "loss.classification_weight=1.0"],
+        ("freeze", "base"): ["freeze.strategy=full"],
+        ("backbone", "base"): ["backbone.name=test_efficientnet", "backbone.pretrained=false"],
+    }.get((group, option), [])
+    cfg = compose_config([f"{group}={option}", *extra])
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = instantiate(cfg.optimizer)(params)
+    instantiate(cfg.scheduler)(optimizer, steps_per_epoch=10, max_epochs=2)
+    build_callbacks(cfg.callbacks)
+    _bind(cfg.trainer, logger=False, callbacks=[])
+    if cfg.trainer.accelerator == "cpu":
+        instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    instantiate(cfg.tracking.logger, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    build_loss(cfg.loss, num_classes=3, embedding_dim=cfg.model.embedding_dim)
+    localizer_opt = instantiate(cfg.localizer.optimizer)(params)
+    instantiate(cfg.localizer.scheduler)(localizer_opt, total_steps=10)
+    build_callbacks(cfg.localizer.callbacks)
+
+
+def test_library_settings_defaults_equal_what_conf_composes():
+    """Settings owned by a library layer keep defaults for library use; they must be the
+    composed config's values, so no value is said twice with two answers."""
+    from shoplens.data.augment import AugmentationConfig
+    from shoplens.data.backgrounds import PoolSettings
+    from shoplens.data.copy_paste import SceneSettings
+    from shoplens.data.cutout import CutoutSettings
+    from shoplens.evaluation.shopper_photos import BenchmarkSettings
+    from shoplens.search.config import IndexConfig
+
+    cfg = compose_config()
+    base = OmegaConf.load(ROOT / "conf" / "augmentation" / "base.yaml")
+    for node, settings in (
+        (cfg.preprocess.cutout, CutoutSettings),
+        (cfg.preprocess.backgrounds, PoolSettings),
+        (cfg.evaluate.photos, BenchmarkSettings),
+        (cfg.localizer.scenes, SceneSettings),
+        (cfg.search.index, IndexConfig),
+        (base, AugmentationConfig),
+    ):
+        composed = OmegaConf.to_container(node, resolve=True)
+        defaults = OmegaConf.to_container(OmegaConf.structured(settings()), resolve=True)
+        assert composed == defaults, settings.__name__
+
+
+def test_a_key_the_yaml_forgot_is_an_error_not_a_default(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["data"]["image_size"]
+    incomplete = tmp_path / "params.yaml"
+    incomplete.write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="image_size"):
+        load_config(params=incomplete)
 
 
 def test_params_helper_detects_and_repairs_a_stale_params_file(tmp_path):

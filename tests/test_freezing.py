@@ -6,8 +6,8 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from helpers import node
 
-from shoplens.config.schema import BackboneConfig, FreezeConfig, ModelConfig
 from shoplens.models import (
     Embedder,
     apply_freeze,
@@ -22,8 +22,8 @@ LR = 1e-2
 def make_embedder(name: str = "test_efficientnet") -> Embedder:
     torch.manual_seed(0)
     return build_embedder(
-        BackboneConfig(name=name, pretrained=False),
-        ModelConfig(embedding_dim=16, dropout=0.0, classifier=True, channels_last=False),
+        node("backbone", name=name, pretrained=False),
+        node("model", embedding_dim=16, dropout=0.0, classifier=True, channels_last=False),
         num_classes=4,
     )
 
@@ -51,7 +51,7 @@ def train_steps(embedder: Embedder, optimizer: torch.optim.Optimizer, steps: int
 def freeze_and_train(strategy: str, **options: int) -> tuple[Embedder, list, list[set[str]]]:
     """Apply a strategy, train a few steps; return the embedder, its stages and what changed."""
     embedder = make_embedder()
-    apply_freeze(embedder, FreezeConfig(strategy=strategy, **options))
+    apply_freeze(embedder, node("freeze", strategy=strategy, **options))
     stages = backbone_stages(embedder.backbone)
     before = [snapshot(stage) for stage in stages]
     heads_before = snapshot(embedder.projection)
@@ -62,7 +62,7 @@ def freeze_and_train(strategy: str, **options: int) -> tuple[Embedder, list, lis
 
 def test_linear_probe_keeps_backbone_and_batchnorm_statistics() -> None:
     embedder = make_embedder()
-    apply_freeze(embedder, FreezeConfig(strategy="linear_probe"))
+    apply_freeze(embedder, node("freeze", strategy="linear_probe"))
     backbone_before = snapshot(embedder.backbone)
     heads_before = snapshot(embedder.classifier)
     train_steps(embedder, torch.optim.AdamW(param_groups(embedder, LR, 1e-2, 10.0)))
@@ -97,7 +97,7 @@ def test_full_trains_every_stage() -> None:
 @pytest.mark.parametrize(("epoch", "expected"), [(0, 0), (1, 0), (2, 1), (5, 2), (99, 6)])
 def test_gradual_unfreezes_on_schedule(epoch: int, expected: int) -> None:
     embedder = make_embedder()
-    cfg = FreezeConfig(strategy="gradual", unfreeze_every=2)
+    cfg = node("freeze", strategy="gradual", unfreeze_every=2)
     assert apply_freeze(embedder, cfg, epoch=epoch) == expected
     stages = backbone_stages(embedder.backbone)
     flags = [all(p.requires_grad for p in s.parameters()) for s in stages]
@@ -109,7 +109,7 @@ def test_gradual_unfreezes_on_schedule(epoch: int, expected: int) -> None:
 
 def test_gradual_optimizer_built_at_epoch_zero_trains_unfrozen_stages_later() -> None:
     embedder = make_embedder()
-    cfg = FreezeConfig(strategy="gradual", unfreeze_every=1)
+    cfg = node("freeze", strategy="gradual", unfreeze_every=1)
     apply_freeze(embedder, cfg, epoch=0)
     optimizer = torch.optim.AdamW(param_groups(embedder, LR, 1e-2, 10.0))
     stages = backbone_stages(embedder.backbone)
@@ -137,7 +137,7 @@ def test_layer_decay_lowers_lr_towards_the_input() -> None:
 
 def test_param_groups_cover_everything_once_and_skip_decay_on_1d() -> None:
     embedder = make_embedder("test_vit")
-    apply_freeze(embedder, FreezeConfig(strategy="linear_probe"))  # frozen params still grouped
+    apply_freeze(embedder, node("freeze", strategy="linear_probe"))  # frozen params still grouped
     groups = param_groups(embedder, lr=1e-3, weight_decay=0.05, head_lr_multiplier=10.0)
     grouped = [p for g in groups for p in g["params"]]
     assert len(grouped) == len({id(p) for p in grouped}) == len(list(embedder.parameters()))
@@ -167,4 +167,4 @@ def test_backbone_stages_partition_the_model(name: str, first: str, count: int) 
 
 def test_unknown_strategy_is_rejected() -> None:
     with pytest.raises(ValueError, match="linear_probe"):
-        apply_freeze(make_embedder(), FreezeConfig(strategy="frozen"))
+        apply_freeze(make_embedder(), node("freeze", strategy="frozen"))

@@ -19,6 +19,7 @@ from shoplens.search import (
     IndexConfig,
     IndexModelMismatch,
     build_index,
+    create_index,
     load_index,
     recall_against_exact,
 )
@@ -268,4 +269,4 @@ def test_auto_kind_is_exact_for_small_catalogs_and_ivf_for_large():
     assert auto.for_size(1001).kind == "ivf"
     assert IndexConfig(kind="hnsw").for_size(10**9).kind == "hnsw", "explicit kinds stay"
     with pytest.raises(ValueError, match="for_size"):
-        auto.build(8)
+        create_index(auto, 8)

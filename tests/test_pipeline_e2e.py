@@ -1,9 +1,9 @@
 """End to end through DVC: the repository's own dvc.yaml, conf/ and DVC settings in a fresh
 git + DVC repository, run by `dvc repro` on a tiny generated catalog with a tiny model.
 
-The first run goes preprocess -> train -> evaluate -> register and promotes the first model to
+The first run goes through every stage down to the index and promotes the first model to
 champion; a second run with nothing changed re-runs nothing; new catalog photos re-run every
-stage and the promotion gate decides again. ``src`` in the repository is a symlink to this
+stage that depends on the catalog and the promotion gate decides again. ``src`` in the repository is a symlink to this
 checkout's ``src``: DVC hashes the stages' code dependencies through it, so dvc.yaml runs as
 written. params.yaml is composed from conf/ with overrides, as `dvc exp run -S ...` does.
 """
@@ -30,7 +30,10 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ("preprocess", "train", "evaluate", "register")
+STAGES = (
+    "preprocess", "backgrounds", "shopper_photos", "train", "train_localizer", "evaluate",
+    "register", "index",
+)  # fmt: skip
 MODEL = "shoplens-embedder"
 CATEGORIES = {"red": 16, "green": 16, "blue": 16, "gold": 16}
 
@@ -109,7 +112,7 @@ def repo(tmp_path_factory, overrides) -> Repo:
     tiny += [
         f"tracking.uri={repo.tracking_uri}",
         "trainer.max_epochs=2",
-        "trainer.early_stopping_patience=0",
+        "callbacks.early_stopping=null",
         "tracking.log_checkpoint=false",
     ]
     compose_and_dump(
@@ -124,6 +127,7 @@ def test_first_repro_runs_every_stage_and_promotes(repo):
     catalog = repo.path / "data" / "catalog"
     assert (catalog / MANIFEST_FILE).is_file() and (catalog / CACHE_FILE).is_file()
     assert (repo.path / "artifacts" / "train" / "best.ckpt").is_file()
+    assert (repo.path / "artifacts" / "localizer" / "best.ckpt").is_file()
 
     metrics = repo.report("metrics.json")
     assert set(metrics) >= {"baseline", "finetuned"}
@@ -143,6 +147,16 @@ def test_first_repro_runs_every_stage_and_promotes(repo):
 
     client = MlflowClient(tracking_uri=repo.tracking_uri)
     assert int(client.get_model_version_by_alias(MODEL, "champion").version) == 1
+    assert registry["localizer_version"] == 1 and registry["localizer_decision"] == "champion"
+    assert "pipeline" in metrics["shopper_photos"]  # the registered pipeline localizes
+
+    # The index holds the whole catalog, embedded by the champion it records.
+    indexed = repo.report("index.json")
+    assert indexed["model_version"] == "1" and indexed["images"] == sum(CATEGORIES.values())
+    out = repo.run(str(BIN / "shoplens"), "search", str(repo.images / "red" / "red-0.png"),
+                   "--k", "1", "--json", "--params", "params.yaml")  # fmt: skip
+    found = json.loads(out[out.index("\n{\n") :])  # after the log lines (stderr is merged)
+    assert found["results"][0]["product_id"].endswith("red-0"), found
 
     # What `make demo` prints last, from the files the stages wrote.
     summary = repo.run(str(BIN / "shoplens"), "summary")
@@ -167,7 +181,7 @@ def test_new_photos_rerun_the_pipeline_and_the_gate(repo):
         for i in range(4):
             save(pattern(70_000 + 100 * c + i), repo.images / category / f"{category}-new-{i}.png")
     out = repo.dvc("repro")
-    assert ran(out) == list(STAGES), out[-4000:]
+    assert ran(out) == [s for s in STAGES if s != "backgrounds"], out[-4000:]
 
     summary = repo.report("preprocess/summary.json")
     assert summary["images_kept"] == sum(CATEGORIES.values()) + 4 * len(CATEGORIES)

@@ -7,11 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import folder_catalog, pattern, save
-from omegaconf import OmegaConf
+from helpers import folder_catalog, node, pattern, save
 from PIL import Image
 
-from shoplens.config.schema import DataConfig
 from shoplens.data.catalog import CatalogError, validate_catalog
 from shoplens.data.sources import SOURCES, load_source
 from shoplens.data.sources import fashion_mnist as fmnist
@@ -20,7 +18,7 @@ FMNIST_ROOT = Path(fmnist.DEFAULT_ROOT)
 
 
 def data_cfg(**values):
-    return OmegaConf.structured(DataConfig(**values))
+    return node("data", **{"root": None, "manifest": None, "per_class": None, **values})
 
 
 @pytest.mark.skipif(

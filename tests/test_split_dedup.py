@@ -7,15 +7,13 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import near_copy, pattern
-from omegaconf import OmegaConf
+from helpers import near_copy, node, pattern
 
-from shoplens.config.schema import SplitConfig
 from shoplens.data import dedup
 from shoplens.data.catalog import CatalogError
 from shoplens.data.split import split_catalog
 
-SPLIT_CFG = OmegaConf.structured(SplitConfig(val_fraction=0.2, test_fraction=0.2))
+SPLIT_CFG = node("preprocess.split", val_fraction=0.2, test_fraction=0.2)
 
 
 def png_bytes(img) -> bytes:

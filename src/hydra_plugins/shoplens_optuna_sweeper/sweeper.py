@@ -1,6 +1,5 @@
-"""The ``hydra/sweeper: shoplens_optuna`` config node and sweeper. As in Hydra's BasicSweeper,
-the launcher runs each trial's job in this process (where :func:`~shoplens.sweeps.active_trial`
-hands the live trial to training)."""
+"""The ``hydra/sweeper: shoplens_optuna`` node and sweeper: as Hydra's BasicSweeper, jobs run in
+this process (where :func:`~shoplens.sweeps.active_trial` hands the trial to training)."""
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module before it is
 # in sys.modules, where dataclasses cannot resolve string annotations.

@@ -10,11 +10,14 @@ types are rejected with the offending key named.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -44,8 +47,39 @@ def validate(cfg: DictConfig) -> DictConfig:
         OmegaConf.resolve(typed)
     except OmegaConfBaseException as err:
         raise ConfigError(f"invalid configuration: {err}") from err
+    # The schema states no values: a key conf/ (or params.yaml) lacks stays "???".
+    if missing := sorted(OmegaConf.missing_keys(typed)):
+        raise ConfigError(f"invalid configuration: no value for {', '.join(missing)}")
+    check_targets(typed)
     OmegaConf.set_struct(typed, True)
     return typed
+
+
+def _targets(node: Any, path: str = ""):
+    """(path, node) of every ``_target_`` node under ``node``."""
+    if isinstance(node, DictConfig):
+        if "_target_" in node:
+            yield path, node
+        for key, value in node.items():
+            if key != "hydra":
+                yield from _targets(value, f"{path}.{key}" if path else str(key))
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Every ``_target_`` node's keys are arguments its target takes: a misspelt optimizer or
+    callback argument fails here, before any work, not at instantiation an hour later."""
+    for path, node in _targets(cfg):
+        try:
+            target = get_object(str(node["_target_"]))
+        except ImportError as err:
+            raise ConfigError(f"invalid configuration: {path}._target_: {err}") from None
+        kwargs = {k: None for k in node if not str(k).startswith("_")}
+        try:
+            inspect.signature(target).bind_partial(**kwargs)
+        except TypeError as err:
+            raise ConfigError(f"invalid configuration: {path}: {node['_target_']} {err}") from None
+        except ValueError:  # builtins without a signature: nothing to check
+            continue
 
 
 def compose_config(overrides: Sequence[str] = ()) -> DictConfig:

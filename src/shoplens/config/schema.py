@@ -1,19 +1,24 @@
-"""Typed schema of the composed configuration.
+"""Typed schema of the composed configuration: types and checks, never values.
 
 Hydra composes ``conf/`` (or DVC composes it into ``params.yaml``); the result is merged onto
 these dataclasses so that a misspelt key or a wrong type fails *before* any work starts, with
-OmegaConf's message naming the key. We merge after composition rather than registering the
-schema in Hydra's ConfigStore because DVC composes ``conf/`` in its own process, where our
-ConfigStore entries do not exist.
+OmegaConf's message naming the key. Every value lives once, in ``conf/``: a field here is
+``MISSING`` (a key the YAML forgot is an error, not a silent default). We merge after
+composition rather than registering the schema in Hydra's ConfigStore because DVC composes
+``conf/`` in its own process, where our ConfigStore entries do not exist.
 
-Groups that build third-party objects (the metric loss, the miner) stay free-form ``Any``
-nodes with a ``_target_``: their constructor rejects unknown arguments at instantiation,
-which also happens before training starts.
+Settings a library layer owns (augmentation, copy-paste scenes, cut-outs, the background pool,
+the photo benchmark, the vector index) are that layer's dataclasses, used here as types;
+tests/test_config.py checks their defaults equal what ``conf/`` composes.
+
+Nodes that build objects (optimizer, scheduler, trainer, callbacks, logger, the metric loss,
+the miner) are ``_target_`` nodes typed ``Any``: ``hydra.utils.instantiate`` builds them, and
+their constructors reject unknown arguments - tests/test_config.py instantiates every option.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import MISSING
@@ -28,11 +33,11 @@ from shoplens.search.config import IndexConfig
 
 @dataclass
 class PathsConfig:
-    catalog_dir: str = "data/catalog"  # preprocess outputs: manifest, decoded cache
-    reports_dir: str = "reports"
-    artifacts_dir: str = "artifacts"  # checkpoints, exported models, indexes
-    backgrounds_dir: str = "data/backgrounds"  # real photographs, split train / eval
-    shopper_photos_dir: str = "data/shopper_photos"  # the photo benchmark (evaluation only)
+    catalog_dir: str = MISSING  # preprocess outputs: manifest, decoded cache, masks
+    reports_dir: str = MISSING  # DVC metrics and plots
+    artifacts_dir: str = MISSING  # checkpoints, indexes
+    backgrounds_dir: str = MISSING  # real photographs, split train / eval
+    shopper_photos_dir: str = MISSING  # the photo benchmark (evaluation only)
 
 
 @dataclass
@@ -40,210 +45,171 @@ class DataConfig:
     """Where the catalog comes from, and how training reads it."""
 
     source: str = MISSING  # fashion_mnist | folder | manifest
-    # fashion_mnist: folder with the IDX files; folder: image root (root/<category>/...);
-    # manifest: base folder for relative image paths (default: the manifest's folder).
-    root: str | None = None
-    manifest: str | None = None  # manifest source: CSV/Parquet with path, product_id, category
-    # Folder of real photographs to put products in front of (null: the packaged default).
-    backgrounds: str | None = None
-    per_class: int | None = None  # fashion_mnist: images per category (null: all 7,000)
-    image_size: int = 96  # side length the network sees in training and evaluation
-    batch_size: int = 64
-    eval_batch_size: int = 256
-    num_workers: int = 2
+    root: str | None = MISSING  # the IDX files' folder, the image root or the manifest's base
+    manifest: str | None = MISSING  # manifest source: CSV/Parquet with path, product_id, category
+    backgrounds: str | None = MISSING  # folder of real photographs (null: the packaged pool)
+    per_class: int | None = MISSING  # fashion_mnist: images per category (null: all 7,000)
+    image_size: int = MISSING  # side the embedder sees in training and evaluation
+    batch_size: int = MISSING
+    eval_batch_size: int = MISSING
+    num_workers: int = MISSING
 
 
 @dataclass
 class SplitConfig:
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    query_fraction: float = 0.5  # share of val/test products used as queries, rest gallery
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+    query_fraction: float = MISSING  # share of val/test products used as queries, rest gallery
 
 
 @dataclass
 class PreprocessConfig:
-    min_size: int = 16  # shorter side in pixels; smaller images are quarantined
-    max_pixels: int = 40_000_000  # decompression-bomb guard (width * height)
-    max_file_bytes: int = 50_000_000
-    cache_size: int = 112  # side of the decoded uint8 cache (letterboxed squares)
-    near_duplicate_distance: int = 4  # perceptual-hash Hamming distance counted as a copy
-    preview_per_category: int = 8
-    split: SplitConfig = field(default_factory=SplitConfig)
-    cutout: CutoutSettings = field(default_factory=CutoutSettings)
-    backgrounds: PoolSettings = field(default_factory=PoolSettings)
+    min_size: int = MISSING  # shorter side in pixels; smaller images are quarantined
+    max_pixels: int = MISSING  # decompression-bomb guard (width * height)
+    max_file_bytes: int = MISSING
+    cache_size: int = MISSING  # side of the decoded uint8 cache (letterboxed squares)
+    near_duplicate_distance: int = MISSING  # perceptual-hash Hamming distance counted as a copy
+    preview_per_category: int = MISSING
+    split: SplitConfig = MISSING
+    cutout: CutoutSettings = MISSING
+    backgrounds: PoolSettings = MISSING
 
 
 @dataclass
 class BackboneConfig:
-    name: str = "tf_efficientnet_lite0"  # any timm model name
-    pretrained: bool = True  # fail loudly if no weights can be loaded
-    checkpoint_path: str | None = None  # explicit weights file, tried first
-    drop_path_rate: float = 0.0
+    name: str = MISSING  # any timm model name
+    pretrained: bool = MISSING  # fail loudly if no weights can be loaded
+    checkpoint_path: str | None = MISSING  # explicit weights file, tried first
+    drop_path_rate: float = MISSING
 
 
 @dataclass
 class ModelConfig:
-    embedding_dim: int = 128
-    dropout: float = 0.1
-    classifier: bool = True  # category head (used by classification losses and search narrowing)
-    channels_last: bool = True  # faster convolutions on CPU
+    embedding_dim: int = MISSING
+    dropout: float = MISSING
+    classifier: bool = MISSING  # category head (classification losses, search narrowing)
+    channels_last: bool = MISSING  # faster convolutions on CPU
+    head_lr_multiplier: float = MISSING  # heads learn this much faster than the backbone
 
 
 @dataclass
 class FreezeConfig:
-    strategy: str = "full"  # linear_probe | partial | full | gradual
-    trainable_stages: int = 2  # partial: the last N backbone stages train
-    unfreeze_every: int = 1  # gradual: epochs between unfreezing the next stage (from the top)
-    layer_decay: float | None = None  # layer-wise LR decay per stage going down (e.g. 0.7)
+    strategy: str = MISSING  # linear_probe | partial | full | gradual
+    trainable_stages: int = MISSING  # partial: the last N backbone stages train
+    unfreeze_every: int = MISSING  # gradual: epochs between unfreezing the next stage
+    layer_decay: float | None = MISSING  # layer-wise LR decay per stage going down
 
 
 @dataclass
 class LossConfig:
     name: str = MISSING
-    # A pytorch-metric-learning loss as a `_target_` node (null for pure cross-entropy).
-    metric: Any = None
-    miner: Any = None  # optional pytorch-metric-learning miner (`_target_` node)
-    metric_weight: float = 1.0
-    classification_weight: float = 0.0  # cross-entropy on the category head; 0 disables it
-    label_smoothing: float = 0.0
-    loss_lr: float | None = None  # LR of the loss's own parameters (proxies, class centres)
-    samples_per_class: int | None = None  # M-per-class sampler for pair losses
-    # A pytorch-metric-learning loss over product *instances* (`_target_` node): each product
-    # comes as a photo-like view and its catalog shot, positives of each other.
-    instance: Any = None
-    instance_weight: float = 0.0
-
-
-@dataclass
-class OptimizerConfig:
-    _target_: str = "torch.optim.AdamW"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    head_lr_multiplier: float = 10.0  # projection/classifier heads learn faster than the backbone
-    kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. momentum for SGD
-
-
-@dataclass
-class SchedulerConfig:
-    name: str = "cosine"  # cosine | step | none
-    warmup_epochs: float = 0.5
-    step_size: int = 3  # step: epochs between LR drops
-    gamma: float = 0.1
-
-
-@dataclass
-class TrainerConfig:
-    accelerator: str = "cpu"
-    devices: Any = 1
-    strategy: str = "auto"  # ddp: Lightning's DistributedDataParallel
-    precision: str = "32-true"
-    max_epochs: int = 5
-    fast_dev_run: bool = False
-    limit_train_batches: float | None = None
-    limit_val_batches: float | None = None
-    early_stopping_patience: int = 3
-    deterministic: bool = True
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool = True
-    num_sanity_val_steps: int = 0
+    metric: Any = MISSING  # a pytorch-metric-learning loss (`_target_` node) or null
+    miner: Any = MISSING  # a pytorch-metric-learning miner or null
+    metric_weight: float = MISSING
+    classification_weight: float = MISSING  # cross-entropy on the category head; 0: off
+    label_smoothing: float = MISSING
+    loss_lr: float | None = MISSING  # LR of the loss's own parameters (proxies)
+    samples_per_class: int | None = MISSING  # M-per-class sampler for pair losses
+    instance: Any = MISSING  # a pytorch-metric-learning loss over product instances, or null
+    instance_weight: float = MISSING
 
 
 @dataclass
 class TrackingConfig:
-    # null: $MLFLOW_TRACKING_URI, else sqlite:///<repository root>/mlflow.db
-    uri: str | None = None
-    experiment: str = "shoplens"
-    run_name: str | None = None
-    sample_batches: int = 2  # training batches logged as an image grid
-    log_checkpoint: bool = True
+    uri: str | None = MISSING  # null: $MLFLOW_TRACKING_URI, else <repository>/mlflow.db
+    experiment: str = MISSING
+    run_name: str | None = MISSING
+    sample_batches: int = MISSING  # training batches logged as an image grid
+    log_checkpoint: bool = MISSING
+    logger: Any = MISSING  # `_target_` node: Lightning's MLFlowLogger
 
 
 @dataclass
 class EvaluateConfig:
     """The test-split evaluation: fine-tuned model against the untuned backbone."""
 
-    checkpoint: str = "${paths.artifacts_dir}/train/best.ckpt"
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10])  # Recall@K of clean queries
-    gallery_queries: int = 8  # rows (queries) in the retrieval-gallery figures
-    photos: BenchmarkSettings = field(default_factory=BenchmarkSettings)  # shopper photos
+    checkpoint: str = MISSING
+    ks: list[int] = MISSING  # Recall@K of clean queries
+    gallery_queries: int = MISSING  # rows in the retrieval-gallery figure
+    photos: BenchmarkSettings = MISSING  # the shopper-photo benchmark
 
 
 @dataclass
 class RegistryConfig:
-    """Where the fine-tuned embedder is registered and when it becomes the champion."""
-
-    model_name: str = "shoplens-embedder"  # the query pipeline: embedder + localizer + spec
-    localizer_name: str = "shoplens-localizer"
-    margin: float = 0.005  # gain over the champion needed to take its place (see gate.py)
+    model_name: str = MISSING  # the query pipeline: embedder + localizer + spec
+    localizer_name: str = MISSING
+    margin: float = MISSING  # gain over the champion needed to take its place (gate.py)
 
 
 @dataclass
 class SearchConfig:
     """The index stage, ``shoplens search`` and the HTTP service (``shoplens serve``)."""
 
-    dir: str = "${paths.artifacts_dir}/index"  # CatalogIndex + image map; uploads land here too
-    index: IndexConfig = field(default_factory=IndexConfig)  # the index layer's own dataclass
-    batch_size: int = 256  # catalog images per embedding call in the index stage
-    recall_queries: int = 1000  # held-out embeddings measuring an approximate index vs exact
-    recall_k: int = 10
-    k_default: int = 10
-    k_max: int = 100
-    max_upload_bytes: int = 10_000_000
-    max_pixels: int = 40_000_000
-    narrow_by_category: bool = False  # search only the classifier's top categories
-    narrow_top_categories: int = 2
-    host: str = "127.0.0.1"
-    port: int = 8000
+    dir: str = MISSING  # CatalogIndex + image map; uploads land here too
+    index: IndexConfig = MISSING  # the index layer's own dataclass
+    batch_size: int = MISSING  # catalog images per embedding call in the index stage
+    recall_queries: int = MISSING  # held-out embeddings measuring an approximate index
+    recall_k: int = MISSING
+    k_default: int = MISSING
+    k_max: int = MISSING
+    max_upload_bytes: int = MISSING
+    max_pixels: int = MISSING
+    narrow_by_category: bool = MISSING  # search only the classifier's top categories
+    narrow_top_categories: int = MISSING
+    host: str = MISSING
+    port: int = MISSING
 
 
 @dataclass
 class LocalizerConfig:
-    """The product localizer (models/localizer.py) and its training scenes."""
+    """The product localizer (models/localizer.py) and its training on copy-paste scenes."""
 
-    decoder: str = "fpn"  # fpn | unet (segmentation-models-pytorch)
-    decoder_channels: int = 64
-    input_size: int = 128
-    channels_last: bool = True
-    freeze_encoder: bool = False
-    epochs: int = 3
-    steps_per_epoch: int = 150
-    batch_size: int = 32
-    val_scenes: int = 256
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    threshold: float = 0.5
-    min_area: float = 0.002
-    checkpoint: str = "${paths.artifacts_dir}/localizer/best.ckpt"
-    scenes: SceneSettings = field(default_factory=SceneSettings)
+    decoder: str = MISSING  # fpn | unet (segmentation-models-pytorch)
+    decoder_channels: int = MISSING
+    input_size: int = MISSING
+    channels_last: bool = MISSING
+    freeze_encoder: bool = MISSING
+    epochs: int = MISSING
+    steps_per_epoch: int = MISSING
+    batch_size: int = MISSING
+    val_scenes: int = MISSING
+    threshold: float = MISSING
+    min_area: float = MISSING
+    checkpoint: str = MISSING
+    optimizer: Any = MISSING  # `_target_` nodes, as the embedder's
+    scheduler: Any = MISSING
+    callbacks: Any = MISSING
+    scenes: SceneSettings = MISSING
 
 
 @dataclass
 class QueryConfig:
     """The query pipeline (shoplens.query): recorded in the registered model's spec."""
 
-    localize: bool = True  # the one switch: false searches every photo whole
-    crop_margin: float | None = None  # null: as the catalog's shots frame their product
-    mask_background: bool = True
+    localize: bool = MISSING  # the one switch: false searches every photo whole
+    crop_margin: float | None = MISSING  # null: as the catalog's shots frame their product
+    mask_background: bool = MISSING
 
 
 @dataclass
 class ShoplensConfig:
-    seed: int = 42
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    freeze: FreezeConfig = field(default_factory=FreezeConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    registry: RegistryConfig = field(default_factory=RegistryConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
-    query: QueryConfig = field(default_factory=QueryConfig)
-    localizer: LocalizerConfig = field(default_factory=LocalizerConfig)
-    ckpt_path: str | None = None  # resume training from this checkpoint ("last" for last.ckpt)
+    seed: int = MISSING
+    paths: PathsConfig = MISSING
+    data: DataConfig = MISSING
+    preprocess: PreprocessConfig = MISSING
+    backbone: BackboneConfig = MISSING
+    model: ModelConfig = MISSING
+    freeze: FreezeConfig = MISSING
+    loss: LossConfig = MISSING
+    optimizer: Any = MISSING  # `_target_` node, _partial_: built over the parameter groups
+    scheduler: Any = MISSING  # `_target_` node, _partial_: (optimizer, steps, epochs) -> dict
+    augmentation: AugmentationConfig = MISSING
+    trainer: Any = MISSING  # `_target_: lightning.Trainer`
+    callbacks: Any = MISSING  # name -> `_target_` node (null drops it)
+    tracking: TrackingConfig = MISSING
+    evaluate: EvaluateConfig = MISSING
+    registry: RegistryConfig = MISSING
+    search: SearchConfig = MISSING
+    query: QueryConfig = MISSING
+    localizer: LocalizerConfig = MISSING
+    ckpt_path: str | None = MISSING  # resume training from this checkpoint ("last": last.ckpt)

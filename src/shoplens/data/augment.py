@@ -67,18 +67,19 @@ def _clutter(size: int, g: torch.Generator | None) -> torch.Tensor:
 
 @dataclass
 class AugmentationConfig:
-    """How a shopper's photo differs from a catalog shot (the ``augmentation`` config group)."""
+    """How a shopper's photo differs from a catalog shot (the ``augmentation`` config group).
+    The defaults switch every effect off, as ``conf/augmentation/base.yaml`` does."""
 
-    enabled: bool = True
-    scale: tuple[float, float] = (0.6, 1.0)  # random resized crop area
-    rotation: float = 15.0  # degrees
-    hflip: bool = True
-    color_jitter: float = 0.3  # brightness/contrast/saturation strength
-    tint: float = 0.1  # white-balance cast strength
-    background_clutter_p: float = 0.3  # paste onto a noisy, textured background
-    blur_p: float = 0.2
-    jpeg_p: float = 0.3
-    jpeg_quality: tuple[int, int] = (30, 90)
+    enabled: bool = False
+    scale: tuple[float, float] = (1.0, 1.0)  # random resized crop area
+    rotation: float = 0.0  # degrees
+    hflip: bool = False
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength
+    tint: float = 0.0  # white-balance cast strength
+    background_clutter_p: float = 0.0  # paste onto a noisy, textured background
+    blur_p: float = 0.0
+    jpeg_p: float = 0.0
+    jpeg_quality: tuple[int, int] = (90, 90)
     # Copy-paste onto real train backgrounds, cropped as the query pipeline crops (see
     # data/photo_crops.py); probability 0 keeps only the catalog-shot effects above.
     copy_paste: CropSettings = field(default_factory=CropSettings)

@@ -35,6 +35,10 @@ class SceneSettings:
     blur_p: float = 0.3
     jpeg_p: float = 0.3
     low_res_p: float = 0.2  # a thumbnail blown up: the small photos shoppers send
+    # Decoys: patches of other photographs pasted like products but labelled background, so
+    # the localizer learns what a product looks like, not what a pasted edge looks like.
+    decoys: tuple[float, ...] = (0.4, 0.4, 0.2)  # P(0, 1, 2 decoys)
+    background_jitter: float = 0.3  # hue / saturation / grey changes of the photograph
 
 
 class Backgrounds:
@@ -46,17 +50,24 @@ class Backgrounds:
         self.names = sorted(photos)
         self.photos = [torch.from_numpy(np.array(photos[n])).permute(2, 0, 1) for n in self.names]
 
-    def crop(self, height: int, width: int, g) -> torch.Tensor:
-        """A random region at the given aspect, resized to ``height x width``, float [0, 1]."""
+    def crop(self, height: int, width: int, g, jitter: float = 0.0) -> torch.Tensor:
+        """A random region at the given aspect, resized to ``height x width``, float [0, 1];
+        ``jitter`` also turns, greys or re-colours it (a few photographs, many scenes)."""
         photo = self.photos[randint(g, 0, len(self.photos) - 1)]
+        if jitter and float(torch.rand((), generator=g)) < jitter:
+            photo = torch.rot90(photo, randint(g, 1, 3), dims=(1, 2))
         _, ph, pw = photo.shape
         aspect = width / height
         max_w = min(pw, ph * aspect)
-        cw = max(8.0, max_w * uniform(g, 0.3, 1.0))
+        cw = max(8.0, max_w * uniform(g, 0.15, 1.0))
         ch = cw / aspect
         x0, y0 = uniform(g, 0, pw - cw), uniform(g, 0, ph - ch)
         region = photo[:, int(y0) : int(y0 + ch) + 1, int(x0) : int(x0 + cw) + 1]
         out = F.resize(region, [height, width], antialias=True).float().div_(255)
+        if jitter and float(torch.rand((), generator=g)) < jitter:
+            out = F.adjust_hue(out, uniform(g, -0.5, 0.5))
+        if jitter and float(torch.rand((), generator=g)) < jitter / 2:
+            out = F.rgb_to_grayscale(out, num_output_channels=3).contiguous()
         return F.horizontal_flip(out) if float(torch.rand((), generator=g)) < 0.5 else out
 
 
@@ -64,8 +75,8 @@ def cut(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor
     """Product RGB (3, h, w) float and alpha (1, h, w), cropped to the mask's box."""
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    rgb = torch.from_numpy(np.ascontiguousarray(image[y0:y1, x0:x1])).permute(2, 0, 1)
-    alpha = torch.from_numpy(np.ascontiguousarray(mask[y0:y1, x0:x1]))[None]
+    rgb = torch.from_numpy(np.array(image[y0:y1, x0:x1])).permute(2, 0, 1)  # a writable copy
+    alpha = torch.from_numpy(np.array(mask[y0:y1, x0:x1]))[None]
     return rgb.float().div_(255), alpha.float().div_(255)
 
 
@@ -99,6 +110,19 @@ def paste(scene, mask, rgb, alpha, g) -> tuple[int, int, int, int]:
     region.mul_(1 - a).add_(rgb[:, ty0 - y : ty1 - y, tx0 - x : tx1 - x] * a)
     mask[:, ty0:ty1, tx0:tx1] = torch.maximum(mask[:, ty0:ty1, tx0:tx1], (a >= 0.5).float())
     return tx0, ty0, tx1, ty1
+
+
+def decoy(backgrounds: Backgrounds, longer: int, g) -> tuple[torch.Tensor, torch.Tensor]:
+    """A patch of a photograph in a random blob shape (ellipse or rotated rectangle): pasted
+    like a product, labelled background."""
+    h = max(3, round(longer * uniform(g, 0.3, 1.0)))
+    rgb = backgrounds.crop(h, longer, g, jitter=0.5)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, longer), indexing="ij")
+    if float(torch.rand((), generator=g)) < 0.5:
+        alpha = ((xx**2 + yy**2) <= 1).float()[None]
+    else:
+        alpha = F.rotate(torch.ones(1, h, longer), uniform(g, -40, 40), expand=False)
+    return rgb, alpha
 
 
 def camera(img: torch.Tensor, settings: SceneSettings, g) -> torch.Tensor:
@@ -145,8 +169,13 @@ def compose_scene(products, backgrounds: Backgrounds, side: int, settings: Scene
     if float(torch.rand((), generator=g)) < settings.wide_p:
         short = round(side * uniform(g, 0.56, 0.95))
         h, w = (short, side) if float(torch.rand((), generator=g)) < 0.5 else (side, short)
-    scene = backgrounds.crop(h, w, g)
+    scene = backgrounds.crop(h, w, g, jitter=settings.background_jitter)
     mask = torch.zeros(1, h, w)
+    ignored = torch.zeros(1, h, w)
+    for _ in range(int(torch.multinomial(torch.tensor(settings.decoys), 1, generator=g))):
+        longer = max(3, round(max(h, w) * uniform(g, *settings.scale)))
+        rgb, alpha = decoy(backgrounds, longer, g)
+        paste(scene, ignored, rgb, alpha, g)
     counts = torch.tensor(settings.products, dtype=torch.float)
     for _ in range(int(torch.multinomial(counts, 1, generator=g))):
         rgb, alpha = products(g)

@@ -29,18 +29,19 @@ from shoplens.data.draws import randint, uniform
 
 @dataclass
 class CropSettings:
-    """The copy-paste part of ``augmentation`` (see conf/augmentation/copy_paste.yaml)."""
+    """The copy-paste part of ``augmentation`` (conf/augmentation/copy_paste.yaml); the
+    defaults switch it off, as conf/augmentation/base.yaml does."""
 
-    probability: float = 0.9  # of shots with a clean mask; the rest: catalog-shot effects only
+    probability: float = 0.0  # of shots with a clean mask; the rest: catalog-shot effects only
     resolution: tuple[int, int] = (14, 96)  # product's longer side in the photo, pixels
-    rotation: float = 25.0
-    tint: float = 0.2  # colour cast of the light on the product
-    box_jitter: float = 0.1  # each box edge moves by up to this share of the box side
-    mask_p: float = 0.85  # background painted out (query.mask_background), else kept
-    mask_error: float = 0.05  # the mask grows or shrinks by up to this share of the crop side
-    whole_frame_p: float = 0.1  # the product small in a whole scene, nothing cropped
-    blur_p: float = 0.3
-    jpeg_p: float = 0.3
+    rotation: float = 0.0
+    tint: float = 0.0  # colour cast of the light on the product
+    box_jitter: float = 0.0  # each box edge moves by up to this share of the box side
+    mask_p: float = 0.0  # background painted out (query.mask_background), else kept
+    mask_error: float = 0.0  # the mask grows or shrinks by up to this share of the crop side
+    whole_frame_p: float = 0.0  # the product small in a whole scene, nothing cropped
+    blur_p: float = 0.0
+    jpeg_p: float = 0.0
     low_res_p: float = 0.0  # resolution already varies through ``resolution``
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CATEGORY, PATH, PRODUCT_ID, read_manifest
 from shoplens.registry.champion import LoadedModel, load_champion
-from shoplens.search import CatalogIndex, IndexConfig, recall_against_exact
+from shoplens.search import CatalogIndex, IndexConfig, create_index, recall_against_exact
 from shoplens.tracking import configure_mlflow
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     ids = catalog.add_products(table.iloc[rest], vectors[rest])
     metrics: dict[str, float] = {}
     if n_held:
-        exact = IndexConfig(kind="exact").build(model.embedding_dim)
+        exact = create_index(IndexConfig(kind="exact"), model.embedding_dim)
         exact.add(ids, vectors[rest])
         metrics = recall_against_exact(
             catalog.index, exact, vectors[hold], int(cfg.search.recall_k)

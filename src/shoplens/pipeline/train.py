@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.loggers import MLFlowLogger
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from shoplens.data.augment import build_eval_transform, build_train_transform
@@ -87,9 +87,8 @@ def run(cfg: DictConfig, extra_callbacks=(), extra_tags=None) -> dict[str, Any]:
 
     uri = configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     version = data_version(cfg.paths.catalog_dir)
-    logger = MLFlowLogger(
-        experiment_name=cfg.tracking.experiment,
-        run_name=cfg.tracking.run_name,
+    logger = instantiate(
+        cfg.tracking.logger,
         tracking_uri=uri,
         tags={
             "mlflow.source.git.commit": git_commit(),
@@ -107,7 +106,7 @@ def run(cfg: DictConfig, extra_callbacks=(), extra_tags=None) -> dict[str, Any]:
         SampleBatchLogger(cfg.tracking.sample_batches, spec.mean, spec.std),
         *extra_callbacks,
     ]
-    trainer, checkpoint = build_trainer(cfg, train_dir, logger, callbacks)
+    trainer, checkpoint = build_trainer(cfg.trainer, cfg.callbacks, logger, callbacks)
 
     initial = None
     if resume is None and not cfg.trainer.fast_dev_run:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import MLFlowLogger
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from shoplens.data.copy_paste import SceneSettings
@@ -45,8 +45,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )  # fmt: skip
     uri = configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     version = data_version(cfg.paths.catalog_dir)
-    logger = MLFlowLogger(
-        experiment_name=cfg.tracking.experiment,
+    logger = instantiate(
+        cfg.tracking.logger,
         run_name="localizer",
         tracking_uri=uri,
         tags={
@@ -58,7 +58,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     logger.log_hyperparams({"localizer": OmegaConf.to_container(loc, resolve=True)})
     trainer, checkpoint = build_trainer(
-        cfg, out_dir, logger, monitor=MONITOR, max_epochs=int(loc.epochs)
+        cfg.trainer, loc.callbacks, logger, max_epochs=int(loc.epochs)
     )
     trainer.fit(module, datamodule=datamodule)
     best = checkpoint.best_model_score

@@ -68,7 +68,9 @@ class Detection:
 def detections_from_mask(
     prob: np.ndarray, frame: Letterbox, threshold: float, min_area: float
 ) -> tuple[list[Detection], np.ndarray]:
-    """Components of ``prob >= threshold`` (8-connected) as detections, largest first.
+    """Components of ``prob >= threshold`` (8-connected) as detections, the largest first (by
+    the box's longer side: a flat sneaker beside a pullover is the bigger product when it is
+    the wider one, as a shopper framing it would see it).
 
     ``prob`` is the ``side x side`` map over the letterboxed photo; padding is ignored. Returns
     the detections and the label map (0: background, ``Detection.label``: that product).
@@ -93,4 +95,4 @@ def detections_from_mask(
         ys, xs = slices
         box = frame.to_photo((xs.start, ys.start, xs.stop, ys.stop))
         found.append(Detection(box, float(mean), area, int(label)))
-    return sorted(found, key=lambda d: -d.area), labels
+    return sorted(found, key=lambda d: -max(d.box[2] - d.box[0], d.box[3] - d.box[1])), labels

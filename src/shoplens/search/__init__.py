@@ -8,7 +8,8 @@
 """
 
 from shoplens.search.catalog_index import CatalogIndex, IndexModelMismatch, ProductHit
-from shoplens.search.config import FAISS_KINDS, KINDS, IndexConfig, build_index, load_index
+from shoplens.search.config import FAISS_KINDS, KINDS, IndexConfig
+from shoplens.search.factory import build_index, create_index, load_index
 from shoplens.search.index import VectorIndex
 from shoplens.search.recall import agreement, recall_against_exact
 
@@ -22,6 +23,7 @@ __all__ = [
     "VectorIndex",
     "agreement",
     "build_index",
+    "create_index",
     "load_index",
     "recall_against_exact",
 ]

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from shoplens.data.catalog import CATEGORY, PATH, PRODUCT_ID, validate_catalog
-from shoplens.search.config import IndexConfig, load_index
+from shoplens.search.config import IndexConfig
+from shoplens.search.factory import create_index, load_index
 from shoplens.search.index import RWLock, VectorIndex
 
 META_FILE, TABLE_FILE, VECTORS_DIR = "meta.json", "ids.parquet", "vectors"
@@ -75,7 +76,7 @@ class CatalogIndex:
             "index_kind": config.kind,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-        return cls(config.build(dim), meta)
+        return cls(create_index(config, dim), meta)
 
     def _refresh(self) -> None:
         """Arrays that searches read, rebuilt after each write (under the write lock)."""

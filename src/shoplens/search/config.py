@@ -1,4 +1,5 @@
-"""Which vector index to build, as one plain dataclass, and the two entry points that use it.
+"""Which vector index to build, as one plain dataclass (the backends and
+:mod:`shoplens.search.factory` build from it; it imports neither, so nothing cycles).
 
 Kept free of Hydra so the index stage, the service and the benchmark can build an index from
 keyword arguments. Defaults were tuned with ``benchmarks/search.py`` on 1M clustered 256-d
@@ -19,9 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
-
-from shoplens.search.index import VectorIndex, read_index_json
 
 FAISS_KINDS: tuple[str, ...] = ("exact", "hnsw", "ivf", "ivfpq")
 KINDS: tuple[str, ...] = (*FAISS_KINDS, "milvus", "auto")
@@ -29,7 +27,7 @@ KINDS: tuple[str, ...] = (*FAISS_KINDS, "milvus", "auto")
 
 @dataclass
 class IndexConfig:
-    kind: str = "exact"  # exact | hnsw | ivf | ivfpq (FAISS, in process) | milvus | auto
+    kind: str = "auto"  # exact | hnsw | ivf | ivfpq (FAISS, in process) | milvus | auto
     auto_exact_max: int = 100_000  # auto: exact up to this many photos, ivf above
     # hnsw: graph degree, build-time and search-time beam widths (search uses max(ef_search, k)).
     hnsw_m: int = 32
@@ -80,34 +78,3 @@ class IndexConfig:
         if self.kind != "auto":
             return self
         return replace(self, kind="exact" if n_photos <= self.auto_exact_max else "ivf")
-
-    def build(self, dim: int) -> VectorIndex:
-        """An empty index of this kind (IVF kinds train on their first ``add``)."""
-        if self.kind == "auto":
-            raise ValueError("kind 'auto' depends on the catalog size: build for_size(n) first")
-        if self.kind == "milvus":
-            from shoplens.search.milvus_index import MilvusIndex
-
-            return MilvusIndex(self, dim)
-        from shoplens.search.faiss_index import FaissIndex
-
-        return FaissIndex(self, dim)
-
-
-def build_index(kind: str, dim: int, **params) -> VectorIndex:
-    """``build_index("hnsw", 256, ef_search=64)``; unknown parameters raise ``TypeError``."""
-    return IndexConfig(kind=kind, **params).build(dim)
-
-
-def load_index(directory: str | Path) -> VectorIndex:
-    """Load whatever backend saved itself in ``directory`` (its ``index.json`` says which)."""
-    backend = read_index_json(directory)["backend"]
-    if backend == "faiss":
-        from shoplens.search.faiss_index import FaissIndex
-
-        return FaissIndex.load(directory)
-    if backend == "milvus":
-        from shoplens.search.milvus_index import MilvusIndex
-
-        return MilvusIndex.load(directory)
-    raise ValueError(f"{directory}: unknown index backend {backend!r}")

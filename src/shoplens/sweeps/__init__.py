@@ -46,7 +46,7 @@ class TrialHook:
 
     def callbacks(self) -> list[Any]:
         """Lightning callbacks: report each epoch to the trial, prune, record the run id."""
-        from shoplens.sweeps.study import TrialCallback
+        from shoplens.sweeps.pruning import TrialCallback
 
         return [TrialCallback(self)]
 

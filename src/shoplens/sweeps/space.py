@@ -1,7 +1,6 @@
-"""Search spaces in Hydra's override grammar (``tag(log, interval(1e-4, 3e-3))``, ``choice(1, 2)``,
-``range(1, 4)``, a value) sampled define-by-run; command-line overrides win. Conditional
-blocks add parameters when another key took a value, each under its own Optuna name
-(``loss.metric.margin [loss=arcface]``): the same key means different things per branch."""
+"""Search spaces in Hydra's override grammar (``tag(log, interval(1e-4, 3e-3))``, ``choice(1,
+2)``, a value) sampled define-by-run; command-line overrides win. Conditional blocks add keys
+when another took a value, under their own names (``loss.metric.margin [loss=arcface]``)."""
 
 from __future__ import annotations
 

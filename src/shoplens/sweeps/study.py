@@ -6,8 +6,8 @@
 * Budget: ``n_trials`` is the study's total: re-running the command resumes. A trial counts when
   COMPLETE, PRUNED, FAIL or RUNNING, unless it was retried (its retry counts) or asked when
   earlier trials had used the budget up (``SURPLUS``: two workers asked at once).
-* Outcomes: a value -> COMPLETE, ``TrialPruned`` -> PRUNED, an exception or a non-finite value
-  -> FAIL (``shoplens.error`` says why), until more than ``max_failure_rate`` have failed.
+* Outcomes: value -> COMPLETE, ``TrialPruned`` -> PRUNED, exception or NaN -> FAIL (why:
+  ``shoplens.error``), until more than ``max_failure_rate`` failed.
 """
 
 from __future__ import annotations
@@ -20,20 +20,16 @@ import warnings
 from typing import Any
 
 import optuna
-from lightning.pytorch.loggers import MLFlowLogger
-from lightning.pytorch.trainer.states import TrainerFn
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
-from optuna_integration.pytorch_lightning import PyTorchLightningPruningCallback
 
-from shoplens.config import repo_root
+from shoplens.project import repo_root
 from shoplens.sweeps import ACTIVE, Settings, TrialHook
 from shoplens.sweeps.best import OVERRIDES_ATTR, write_best
 from shoplens.sweeps.runs import ERROR_ATTR, RUN_ATTR, SweepRuns, retry_races
 from shoplens.sweeps.space import SearchSpace
 from shoplens.tracking import redact
-from shoplens.training.module import MONITOR
 
 warnings.filterwarnings("ignore", category=ExperimentalWarning)  # the heartbeat's, since v2
 SURPLUS = "shoplens.surplus"  # user attr of a trial asked after the budget was used up
@@ -105,27 +101,6 @@ def used(study: optuna.Study, before: float = math.inf) -> list[FrozenTrial]:
 
 class SweepFailedError(RuntimeError):
     """Too many trials failed: the search space or the data is broken, not a trial."""
-
-
-class TrialCallback(PyTorchLightningPruningCallback):
-    """Reports validation during ``fit`` only (``train.run`` first validates the untrained
-    model: not epoch 0); records the MLflow run and the ``TrialPruned`` on the hook."""
-
-    def __init__(self, hook: TrialHook):
-        super().__init__(hook.trial, monitor=MONITOR)
-        self.hook = hook
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if isinstance(trainer.logger, MLFlowLogger):
-            self.hook.mlflow_run_id = trainer.logger.run_id
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        try:
-            if trainer.state.fn == TrainerFn.FITTING:
-                super().on_validation_end(trainer, pl_module)
-        except optuna.TrialPruned as pruned:
-            self.hook.pruned = pruned
-            raise
 
 
 class SweepRunner:

@@ -6,6 +6,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from segmentation_models_pytorch.losses import DiceLoss, SoftBCEWithLogitsLoss
 from torchmetrics.classification import BinaryJaccardIndex
@@ -56,15 +57,13 @@ class LocalizerModule(L.LightningModule):
         self.val_iou.reset()
 
     def configure_optimizers(self):
+        """``instantiate(localizer.optimizer)`` over the trainable parameters, then the
+        scheduler node over it with the run's total steps (a one-cycle schedule)."""
         loc = self.cfg.localizer
         params = [p for p in self.localizer.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params, lr=float(loc.lr), weight_decay=float(loc.weight_decay)
-        )
+        optimizer = instantiate(loc.optimizer)(params)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=float(loc.lr), total_steps=total, pct_start=0.1
-        )
+        scheduler = instantiate(loc.scheduler)(optimizer, total_steps=total)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

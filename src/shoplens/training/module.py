@@ -6,13 +6,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import get_class
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from shoplens.evaluation.retrieval import recall_at_k, split_query_gallery
 from shoplens.models import apply_freeze, build_embedder, param_groups
 from shoplens.training.losses import build_loss
-from shoplens.training.schedules import build_scheduler
 
 MONITOR = "val/recall_at_1"
 
@@ -79,23 +78,25 @@ class EmbedderModule(L.LightningModule):
 
     # -- optimisation -------------------------------------------------------------------
     def configure_optimizers(self):
+        """``instantiate(cfg.optimizer)`` over the model's parameter groups (backbone stages,
+        heads at ``model.head_lr_multiplier`` times the rate, the loss's own parameters),
+        then ``instantiate(cfg.scheduler)`` over the optimizer."""
         opt_cfg: DictConfig = self.cfg.optimizer
+        heads = float(self.cfg.model.head_lr_multiplier)
         groups = param_groups(
             self.embedder,
             lr=opt_cfg.lr,
             weight_decay=opt_cfg.weight_decay,
-            head_lr_multiplier=opt_cfg.head_lr_multiplier,
+            head_lr_multiplier=heads,
             layer_decay=self.cfg.freeze.layer_decay,
         )
         if own := self.loss.own_parameters():
-            loss_lr = self.cfg.loss.loss_lr or opt_cfg.lr * opt_cfg.head_lr_multiplier
+            loss_lr = self.cfg.loss.loss_lr or opt_cfg.lr * heads
             groups.append({"params": own, "lr": loss_lr, "weight_decay": 0.0, "name": "loss"})
-        optimizer = get_class(opt_cfg._target_)(
-            groups, lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay, **opt_cfg.kwargs
-        )
+        optimizer = instantiate(opt_cfg)(groups)
         max_epochs = max(1, self.trainer.max_epochs or 1)
         steps_per_epoch = max(1, int(self.trainer.estimated_stepping_batches // max_epochs))
-        scheduler = build_scheduler(optimizer, self.cfg.scheduler, steps_per_epoch, max_epochs)
+        scheduler = instantiate(self.cfg.scheduler)(optimizer, steps_per_epoch, max_epochs)
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -175,6 +175,7 @@ class LocalizerConfig:
     val_scenes: int = MISSING
     threshold: float = MISSING
     min_area: float = MISSING
+    refine_below: float = MISSING  # second look at products smaller than this share
     checkpoint: str = MISSING
     optimizer: Any = MISSING  # `_target_` nodes, as the embedder's
     scheduler: Any = MISSING

@@ -81,6 +81,7 @@ def localizer_spec(localizer: Localizer, cfg: DictConfig) -> LocalizerSpec:
         std=tuple(float(v) for v in spec.std),
         threshold=float(cfg.localizer.threshold),
         min_area=float(cfg.localizer.min_area),
+        refine_below=float(cfg.localizer.refine_below),
     )
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from shoplens.data.images import ImageLimits, letterbox, load_rgb
+from shoplens.query.crop import context, crop_product, overlap, shift, side
 from shoplens.query.localize import Detection, Letterbox, detections_from_mask
 from shoplens.query.spec import QuerySpec
 
@@ -56,6 +57,17 @@ class QueryResult:
     @property
     def localized(self) -> bool:
         return bool(self.searched) and self.searched[0] != WHOLE_FRAME
+
+
+@dataclass
+class _Plan:
+    """One photo's regions to embed: ``(image,)`` for a whole photo, else ``(image, detection,
+    labels, prob)`` with the detection in that image's pixels (a crop after refinement)."""
+
+    detections: list[Detection]
+    searched: list[int]
+    note: str
+    regions: list[tuple]
 
 
 def _normalise(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
@@ -140,41 +152,13 @@ class QueryPipeline:
         labels: np.ndarray | None = None,
         prob: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The region to embed as a letterboxed uint8 square: the whole photo, or the
-        detection's box plus margin with (``mask_background``) everything outside this
-        product's mask painted in the catalog's backdrop colour."""
-        size = self.spec.embedder.letterbox_size
-        if detection is None:
-            return letterbox(image, size)
-        x0, y0, x1, y1 = detection.box
-        mx, my = self.spec.crop_margin * (x1 - x0), self.spec.crop_margin * (y1 - y0)
-        cx0, cy0 = max(0, int(x0 - mx)), max(0, int(y0 - my))
-        cx1, cy1 = min(image.width, int(np.ceil(x1 + mx))), min(image.height, int(np.ceil(y1 + my)))
-        region = image.crop((cx0, cy0, cx1, cy1))
-        if self.spec.mask_background and labels is not None and prob is not None:
-            region = self._mask(region, (cx0, cy0, cx1, cy1), image.size, detection, labels, prob)
-        # letterbox pads with the region's border colour: the backdrop once it is masked.
-        return letterbox(region, size)
-
-    def _mask(self, region, box, photo_size, detection, labels, prob) -> Image.Image:
-        """Alpha = this component's probability (grown by a pixel so soft edges stay),
-        resampled from the localizer's square onto the crop; background -> backdrop."""
-        frame = Letterbox(photo_size[0], photo_size[1], prob.shape[0])
-        mine = labels == detection.label
-        grown = mine | np.pad(mine, 1)[2:, 1:-1] | np.pad(mine, 1)[:-2, 1:-1]
-        grown |= np.pad(mine, 1)[1:-1, 2:] | np.pad(mine, 1)[1:-1, :-2]
-        alpha_sq = np.where(grown, prob, 0.0).astype(np.float32)
-        ix0, iy0, _, _ = frame.inner
-        s = frame.scale
-        cx0, cy0, cx1, cy1 = box
-        src = (ix0 + cx0 * s, iy0 + cy0 * s, ix0 + cx1 * s, iy0 + cy1 * s)
-        alpha = Image.fromarray(alpha_sq, mode="F").resize(
-            region.size, Image.Resampling.BILINEAR, box=src
-        )
-        a = np.clip(np.asarray(alpha), 0.0, 1.0)[..., None]
-        backdrop = np.asarray(self.spec.backdrop, dtype=np.float32)
-        pixels = np.asarray(region, dtype=np.float32) * a + backdrop * (1 - a)
-        return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
+        """What to embed for ``detection`` (None: the whole photo), as a letterboxed square."""
+        spec = self.spec
+        return crop_product(
+            image, spec.embedder.letterbox_size, detection, labels, prob,
+            margin=spec.crop_margin, mask_background=spec.mask_background,
+            backdrop=spec.backdrop,
+        )  # fmt: skip
 
     # -- the whole pipeline --------------------------------------------------------------
     def query(
@@ -197,48 +181,73 @@ class QueryPipeline:
             self._plan(im, prob, localize, all_products)
             for im, prob in zip(images, probs, strict=True)
         ]
-        crops = [c for plan in plans for c in plan[3]]
-        embedded = self.embed_squares(np.stack(crops)) if crops else None
+        self._refine(images, plans)
+        crops = [self.crop(*where) for plan in plans for where in plan.regions]
+        embedded = self.embed_squares(np.stack(crops))
         results, row = [], 0
         threshold = self.spec.localizer.threshold if self.spec.localizer else 0.5
-        for image, prob, (detections, searched, note, plan_crops) in zip(
-            images, probs, plans, strict=True
-        ):
-            rows = slice(row, row + len(plan_crops))
-            row += len(plan_crops)
-            assert embedded is not None
+        for image, prob, plan in zip(images, probs, plans, strict=True):
+            rows = slice(row, row + len(plan.regions))
+            row += len(plan.regions)
             results.append(
                 QueryResult(
                     image.width,
                     image.height,
-                    detections,
+                    plan.detections,
                     embedded.embeddings[rows],
                     None if embedded.logits is None else embedded.logits[rows],
-                    searched,
-                    note,
-                    plan_crops,
+                    plan.searched,
+                    plan.note,
+                    crops[rows],
                     prob,
                     threshold,
                 )
             )
         return results
 
-    def _plan(self, image, prob, localize: bool, all_products: bool):
-        """Which regions of one photo to embed: (detections, searched, note, crops)."""
+    def _plan(self, image, prob, localize: bool, all_products: bool) -> _Plan:
+        """Which regions of one photo to embed (the whole photo, or products found)."""
         if not localize:
-            return [], [WHOLE_FRAME], "localization is off", [self.crop(image)]
+            return _Plan([], [WHOLE_FRAME], "localization is off", [(image,)])
         loc = self.spec.localizer
         assert loc is not None
         frame = Letterbox(image.width, image.height, loc.input_size)
         detections, labels = detections_from_mask(prob, frame, loc.threshold, loc.min_area)
-        usable = [
-            i
-            for i, d in enumerate(detections)
-            if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= MIN_CROP_SIDE
-        ]
+        usable = [i for i, d in enumerate(detections) if side(d.box, min) >= MIN_CROP_SIDE]
         if not usable:
             note = "no product found" if not detections else "every product found is too small"
-            return detections, [WHOLE_FRAME], note, [self.crop(image)]
+            return _Plan(detections, [WHOLE_FRAME], note, [(image,)])
         chosen = usable if all_products else usable[:1]
-        crops = [self.crop(image, detections[i], labels, prob) for i in chosen]
-        return detections, chosen, "", crops
+        regions = [(image, detections[i], labels, prob) for i in chosen]
+        return _Plan(detections, chosen, "", regions)
+
+    def _refine(self, images: Sequence[Image.Image], plans: list[_Plan]) -> None:
+        """Localize small products again in a crop around them (one batched pass), where
+        they fill the localizer's input: sharper masks and boxes than the whole photo's
+        letterbox gives a product a few pixels wide. Updates the plans in place."""
+        loc = self.spec.localizer
+        if loc is None or not loc.refine_below:
+            return
+        todo = []  # (plan, slot, image, detection, region box)
+        for image, plan in zip(images, plans, strict=True):
+            for slot, where in enumerate(plan.regions):
+                if len(where) == 1:  # the whole photo
+                    continue
+                box = where[1].box
+                if side(box, max) < loc.refine_below * max(image.size):
+                    todo.append((plan, slot, image, where[1], context(box, image.size)))
+        if not todo:
+            return
+        crops = [image.crop(region) for _, _, image, _, region in todo]
+        for (plan, slot, _, coarse, region), crop, prob in zip(
+            todo, crops, self.product_masks(crops), strict=True
+        ):
+            frame = Letterbox(crop.width, crop.height, loc.input_size)
+            found, labels = detections_from_mask(prob, frame, loc.threshold, loc.min_area)
+            local = shift(coarse.box, -region[0], -region[1])
+            best = max(found, key=lambda d: overlap(d.box, local), default=None)
+            if best is None or overlap(best.box, local) == 0:
+                continue  # nothing there at a closer look: keep the first pass's answer
+            refined = Detection(shift(best.box, *region[:2]), best.score, coarse.area, best.label)
+            plan.detections[plan.searched[slot]] = refined
+            plan.regions[slot] = (crop, best, labels, prob)

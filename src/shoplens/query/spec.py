@@ -31,6 +31,9 @@ class LocalizerSpec:
     std: tuple[float, float, float]
     threshold: float = 0.5  # mask probability counted as product
     min_area: float = 0.002  # components smaller than this share of the frame are noise
+    # A product whose box's longer side is under this share of the photo's is localized again
+    # in a crop around it, where it fills the localizer's input (0: never).
+    refine_below: float = 0.5
 
 
 @dataclass(frozen=True)

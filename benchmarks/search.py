@@ -195,6 +195,8 @@ def main() -> None:
         print("\n" + search_http.HEADER)
         for r in http:
             print(search_http.fmt(r))
+        for line in search_http.ratios(http):
+            print(line)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "http": http}
     args.out.write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -141,6 +141,22 @@ def test_other_bad_requests(client):
     assert bad.status_code == 400 and "unknown category" in bad.json()["detail"]
 
 
+def test_a_shopper_photo_gets_the_same_answer_from_the_cli_and_the_api(
+    setup, client, tmp_path, capsys
+):
+    """One query pipeline behind both: the same photo, the same products and scores (the
+    pyfunc without shoplens installed is compared in tests/test_registry.py)."""
+    args, cfg, _ = setup
+    photo = sorted(Path(cfg.paths.shopper_photos_dir).glob("photos/*.jpg"))[0]
+    api = _search(client, photo.read_bytes(), k=5).json()
+    assert main(["search", str(photo), "--k", "5", "--json", *args]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert [(r["product_id"], r["score"]) for r in api["results"]] == [
+        (r["product_id"], round(r["score"], 6)) for r in cli["results"]
+    ]
+    assert (api["localized"], api["note"]) == (cli["localized"], cli["note"])
+
+
 def test_cli_search_and_model_mismatch_refused(setup, catalog, tmp_path, capsys):
     args, cfg, model = setup
     row = catalog.iloc[0]

@@ -15,8 +15,12 @@ from shoplens.config import compose_config
 from shoplens.pipeline.summary import summary_lines
 
 METRICS = {  # evaluate: reports/metrics.json
-    "baseline": {"recall@1": 0.25, "recall@5": 0.75, "photo_recall@1": 0.125},
-    "finetuned": {"recall@1": 0.75, "recall@5": 1.0, "photo_recall@1": 0.5, "accuracy": 0.5},
+    "baseline": {"recall@1": 0.25, "recall@5": 0.75},
+    "finetuned": {"recall@1": 0.75, "recall@5": 1.0, "accuracy": 0.5},
+    "shopper_photos": {
+        "baseline_frame": {"all": {"category@1": 0.125, "product@1": 0.0}},
+        "pipeline": {"all": {"category@1": 0.5, "product@1": 0.25}},
+    },
 }
 
 
@@ -60,10 +64,10 @@ def test_summary_after_a_promotion(project, monkeypatch, capsys):
     monkeypatch.setenv("SHOPLENS_ROOT", str(project))
     assert main(["summary"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert (
-        "evaluate    test Recall@1 baseline 0.250 -> fine-tuned 0.750 "
-        "(shopper photos 0.125 -> 0.500)"
-    ) in lines
+    assert "evaluate    test Recall@1 baseline 0.250 -> fine-tuned 0.750" in lines
+    photos = next(line for line in lines if "shopper photos" in line)
+    assert "untuned whole photo 0.125 -> localize -> crop -> embed 0.500" in photos
+    assert "(product@1 0.250)" in photos
     assert "train       val Recall@1 0.700 (untrained projection 0.300) after 2 epochs" in lines
     assert (
         "register    shoplens-embedder v1 is champion (promoted): "

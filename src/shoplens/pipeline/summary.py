@@ -58,12 +58,18 @@ def summary_lines(root: Path) -> list[str]:
             f"evaluate    test Recall@1 baseline {_num(base.get('recall@1')):.3f} -> "
             f"fine-tuned {_num(tuned.get('recall@1')):.3f}"
         )
-        if "photo_recall@1" in tuned:
-            line += (
-                f" (shopper photos {_num(base.get('photo_recall@1')):.3f} -> "
-                f"{_num(tuned.get('photo_recall@1')):.3f})"
-            )
         lines.append(line)
+        photos = metrics.get("shopper_photos") or {}
+        if photos:
+            path = "pipeline" if "pipeline" in photos else "finetuned_frame"
+            searched = "localize -> crop -> embed" if path == "pipeline" else "whole photo"
+            lines.append(
+                f"            shopper photos, category@1: untuned whole photo "
+                f"{_num(photos['baseline_frame']['all']['category@1']):.3f} -> "
+                f"{searched} {_num(photos[path]['all']['category@1']):.3f} (product@1 "
+                f"{_num(photos[path]['all']['product@1']):.3f}); gallery: "
+                f"{reports / 'evaluate' / 'retrieval_gallery.png'}"
+            )
     if registry := _read(reports / "registry.json"):
         model = f"{registry.get('model_name')} v{registry.get('version')}"
         if registry.get("promoted"):

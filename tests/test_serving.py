@@ -199,3 +199,17 @@ def test_approximate_index_reports_recall_against_exact(setup, tmp_path):
     assert report["index_kind"] == "hnsw" and report["recall_queries"] == 6  # 10% of 64
     assert report["hit@1"] >= 0.8 and report["recall@10"] >= 0.8
     assert json.loads((tmp_path / "index.json").read_text()) == report
+
+
+def test_openapi_declares_a_schema_for_every_answer(client):
+    """/docs shows what each route returns, errors included: no hand-built dicts."""
+    spec = client.get("/openapi.json").json()
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            for code, response in operation["responses"].items():
+                content = response.get("content", {})
+                assert any("schema" in c for c in content.values()), (method, path, code)
+    search = spec["paths"]["/search"]["post"]["responses"]
+    assert {"200", "400", "413", "422"} <= set(search)
+    body = spec["components"]["schemas"]["SearchResponse"]["properties"]
+    assert {"results", "searched", "products", "localized", "note"} <= set(body)

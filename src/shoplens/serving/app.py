@@ -36,7 +36,11 @@ from shoplens.serving.schemas import (
 from shoplens.serving.searcher import RegionHits, Searcher, UnknownCategory, UnknownProduct
 
 PAGE = Path(__file__).with_name("static") / "index.html"
-ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413)}
+
+
+def errors(*codes: int) -> dict:
+    """OpenAPI declarations of the error answers a route gives (422 FastAPI declares)."""
+    return {code: {"model": ErrorBody} for code in codes}
 
 
 def _hits(hits: list[ProductHit]) -> list[Hit]:
@@ -117,7 +121,7 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
     def categories(s: SearcherDep) -> list[str]:
         return s.categories
 
-    @app.post("/search", response_model=SearchResponse, responses=ERRORS)
+    @app.post("/search", response_model=SearchResponse, responses=errors(400, 413))
     def search(
         s: SearcherDep,
         image: Annotated[UploadFile, File(description="the shopper's photo")],
@@ -142,7 +146,9 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
         )
 
     @app.get(
-        "/products/{product_id:path}/similar", response_model=SimilarResponse, responses=ERRORS
+        "/products/{product_id:path}/similar",
+        response_model=SimilarResponse,
+        responses=errors(400, 404),
     )
     def similar(
         s: SearcherDep, product_id: str, k: KQuery = k_default, category: str | None = None
@@ -151,7 +157,7 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
         return SimilarResponse(model_name=s.model.name, model_version=s.model.version,
                                results=_hits(hits))  # fmt: skip
 
-    @app.post("/products", status_code=201, response_model=ProductAdded, responses=ERRORS)
+    @app.post("/products", status_code=201, response_model=ProductAdded, responses=errors(400, 413))
     def add_product(
         s: SearcherDep,
         image: Annotated[UploadFile, File(description="the product's catalog shot")],
@@ -161,14 +167,17 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
         ids = s.add_product(product_id, category, read_upload(image, s.limits.max_file_bytes))
         return ProductAdded(product_id=product_id, category=category, image_ids=ids)
 
-    @app.delete("/products/{product_id:path}", response_model=ProductRemoved, responses=ERRORS)
+    @app.delete("/products/{product_id:path}", response_model=ProductRemoved, responses=errors(404))
     def delete_product(s: SearcherDep, product_id: str) -> ProductRemoved:
         return ProductRemoved(product_id=product_id, removed_images=s.remove_product(product_id))
 
     @app.get(
         "/images/{image_id}",
         response_class=Response,
-        responses={200: {"content": {"image/png": {}}}, 404: {"model": ErrorBody}},
+        responses={
+            200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+            **errors(404),
+        },
     )
     def image(s: SearcherDep, image_id: int) -> Response:
         png = s.image_png(image_id)

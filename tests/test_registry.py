@@ -42,6 +42,20 @@ def test_gate_decisions_and_reasons():
     assert noted.reason.endswith("(re-measured)")
 
 
+def test_gate_weighs_shopper_photos_against_catalog_shots():
+    """A big gain on shoppers' photos may cost catalog-shot Recall@1 up to the tolerance."""
+    champion = Standing(1, 0.894, "d", photo=0.15)
+    trade = decide(Standing(2, 0.879, "d", photo=0.70), champion, 0.005, tolerance=0.02)
+    assert trade.promote and "photo category@1 +0.5500 beats the margin" in trade.reason
+    costly = decide(Standing(3, 0.860, "d", photo=0.70), champion, 0.005, tolerance=0.02)
+    assert not costly.promote and "loses more than the tolerance 0.02" in costly.reason
+    worse_photos = decide(Standing(4, 0.95, "d", photo=0.10), champion, 0.005, tolerance=0.02)
+    assert not worse_photos.promote  # catalog shots better, photos 0.05 worse: not promoted
+    unmeasured = Standing(1, 0.894, "d")  # registered before the photo benchmark
+    assert decide(Standing(5, 0.880, "d", photo=0.7), unmeasured, 0.005, tolerance=0.02).promote
+    assert not decide(Standing(6, 0.86, "d", photo=0.7), unmeasured, 0.005, tolerance=0.02).promote
+
+
 # -- the stage against a real SQLite registry ------------------------------------------------
 @pytest.fixture(scope="module")
 def stage(trained) -> list[str]:

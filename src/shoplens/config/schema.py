@@ -139,6 +139,7 @@ class RegistryConfig:
     model_name: str = MISSING  # the query pipeline: embedder + localizer + spec
     localizer_name: str = MISSING
     margin: float = MISSING  # gain over the champion needed to take its place (gate.py)
+    tolerance: float = MISSING  # loss allowed on the other number meanwhile
 
 
 @dataclass

@@ -119,7 +119,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )  # fmt: skip
     recall, photo = float(metrics["finetuned"]["recall@1"]), photo_score(metrics)
     candidate = Standing(version, recall, data, photo=photo)
-    decision = decide(candidate, champion, float(cfg.registry.margin))
+    decision = decide(
+        candidate, champion, float(cfg.registry.margin),
+        tolerance=float(cfg.registry.tolerance),
+    )  # fmt: skip
     apply_decision(client, name, version, decision, current)
     result = {
         "model_name": name,
@@ -131,6 +134,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "recall@1": recall,
         "photo_category@1": photo,
         "margin": float(cfg.registry.margin),
+        "tolerance": float(cfg.registry.tolerance),
         "champion_version": version if decision.promote else previous,
         "previous_champion_version": previous,
         "previous_champion_recall@1": champion.recall if champion else None,

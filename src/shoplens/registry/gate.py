@@ -4,10 +4,11 @@ Pure decision logic (no MLflow calls), so every branch is cheap to test and the 
 person reads in ``reports/registry.json`` is exactly what was decided. A version stands on two
 numbers: test Recall@1 on catalog shots and category@1 on the shopper-photo benchmark through
 its own query pipeline. A challenger must beat the champion on one of them by *more than*
-``margin`` without losing more than ``margin`` on the other: test sets are small enough that a
-difference of a few queries is noise, and a tie never churns the alias. A champion registered
-before the photo benchmark existed has no photo number; a challenger that has one replaces it
-unless it is worse on catalog shots.
+``margin`` without losing more than ``tolerance`` on the other: test sets are small enough
+that a difference of a few queries is noise, a tie never churns the alias, and a large gain
+for shoppers' photos may cost a little on catalog shots (the registry says how much). A
+champion registered before the photo benchmark existed has no photo number; a challenger that
+has one replaces it unless it loses more than ``tolerance`` on catalog shots.
 """
 
 from __future__ import annotations
@@ -57,11 +58,16 @@ def _gain(name: str, gain: float, margin: float) -> str:
 
 
 def decide(
-    candidate: Standing, champion: Standing | None, margin: float, names: tuple[str, str] = NAMES
+    candidate: Standing,
+    champion: Standing | None,
+    margin: float,
+    names: tuple[str, str] = NAMES,
+    tolerance: float | None = None,
 ) -> Decision:
     """Champion if there is none, if the candidate already is it, or if it wins as above.
     ``names``: what the primary and the photo number are (the localizer's gate passes its own)."""
     v = candidate.version
+    tolerance = margin if tolerance is None else tolerance
     mine = _describe(candidate, names)
     if champion is None:
         return Decision(True, f"no champion yet: v{v} ({mine}) becomes champion")
@@ -71,17 +77,19 @@ def decide(
     versus = f"v{v} {mine} vs champion v{champion.version} {_describe(champion, names)}"
     recall = round(candidate.recall - champion.recall, 9)
     verdicts = [_gain(names[0], recall, margin)]
-    wins, holds = recall - margin > EPS, recall >= -margin - EPS
+    wins, holds = recall - margin > EPS, recall >= -tolerance - EPS
     if candidate.photo is not None and champion.photo is None:
         verdicts.append(f"the champion has no {names[1]}")
         photo_wins, photo_holds = True, True
     elif candidate.photo is not None and champion.photo is not None:
         photo = round(candidate.photo - champion.photo, 9)
         verdicts.append(_gain(names[1], photo, margin))
-        photo_wins, photo_holds = photo - margin > EPS, photo >= -margin - EPS
+        photo_wins, photo_holds = photo - margin > EPS, photo >= -tolerance - EPS
     else:
         photo_wins, photo_holds = False, True
     verdict = "; ".join(verdicts)
     if (wins and photo_holds) or (photo_wins and holds):
         return Decision(True, f"{versus}: {verdict}; v{v} becomes champion{note}")
+    if wins or photo_wins:
+        verdict += f"; the other loses more than the tolerance {tolerance:g}"
     return Decision(False, f"{versus}: {verdict}; champion stays, v{v} is challenger{note}")

@@ -39,6 +39,8 @@ class SceneSettings:
     # the localizer learns what a product looks like, not what a pasted edge looks like.
     decoys: tuple[float, ...] = (0.4, 0.4, 0.2)  # P(0, 1, 2 decoys)
     background_jitter: float = 0.3  # hue / saturation / grey changes of the photograph
+    light_p: float = 0.5  # light falling off across the scene and towards its corners
+    noise_p: float = 0.3  # sensor noise
 
 
 class Backgrounds:
@@ -125,14 +127,31 @@ def decoy(backgrounds: Backgrounds, longer: int, g) -> tuple[torch.Tensor, torch
     return rgb, alpha
 
 
+def _uneven_light(img: torch.Tensor, g) -> torch.Tensor:
+    """Light falling off across the scene (a lamp to one side) and towards the corners."""
+    _, h, w = img.shape
+    yy = torch.linspace(-1, 1, h)[:, None]
+    xx = torch.linspace(-1, 1, w)[None, :]
+    angle = uniform(g, 0, 2 * math.pi)
+    ramp = 1 + uniform(g, 0, 0.35) * (math.cos(angle) * xx + math.sin(angle) * yy) / 2
+    corners = 1 - uniform(g, 0, 0.4) * (xx**2 + yy**2) / 2
+    return img * (ramp * corners)
+
+
 def camera(img: torch.Tensor, settings: SceneSettings, g) -> torch.Tensor:
-    """Lighting, colour cast, focus, thumbnail resolution and chat-app JPEG, all mild."""
+    """Exposure, gamma, uneven light, colour cast, sensor noise, focus, thumbnail resolution
+    and chat-app JPEG (torchvision's kernels, our own draws)."""
     img = F.adjust_brightness(img, uniform(g, 0.6, 1.4))
     img = F.adjust_contrast(img, uniform(g, 0.7, 1.3))
     img = F.adjust_saturation(img, uniform(g, 0.6, 1.4))
+    img = F.adjust_gamma(img, uniform(g, 0.7, 1.4))
+    if float(torch.rand((), generator=g)) < settings.light_p:
+        img = _uneven_light(img, g)
     gains = 1 + 0.15 * (2 * torch.rand(3, generator=g) - 1)
     img = (img * gains[:, None, None]).clamp_(0, 1)
     _, h, w = img.shape
+    if float(torch.rand((), generator=g)) < settings.noise_p:
+        img = (img + torch.randn(img.shape, generator=g) * uniform(g, 0.005, 0.03)).clamp_(0, 1)
     if float(torch.rand((), generator=g)) < settings.low_res_p:
         f = uniform(g, 0.25, 0.6)
         small = F.resize(img, [max(8, round(h * f)), max(8, round(w * f))], antialias=True)

@@ -69,7 +69,7 @@ class PhotoCrop:
         self.backdrop = torch.tensor(backdrop, dtype=torch.float32)[:, None, None] / 255
         self.margin = float(margin)
         self.camera = SceneSettings(blur_p=settings.blur_p, jpeg_p=settings.jpeg_p,
-                                    low_res_p=settings.low_res_p)  # fmt: skip
+                                    low_res_p=settings.low_res_p, light_p=0.0, noise_p=0.0)  # fmt: skip
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, g=None) -> torch.Tensor:
         s = self.s

@@ -54,7 +54,7 @@ BUCKETS: tuple[Bucket, ...] = (
 class BenchmarkSettings:
     """``evaluate.photos`` in the config."""
 
-    photos: int = 1200
+    photos: int = 1000
     seed: int = 2024
     frame_side: tuple[int, int] = (192, 400)  # longer side of a normal photo, pixels
     small_side: tuple[int, int] = (64, 112)  # longer side of a thumbnail

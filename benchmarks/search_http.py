@@ -48,7 +48,9 @@ def _free_port() -> int:
 
 def _start_server(port: int, *overrides: str, timeout_s: float = 180.0) -> subprocess.Popen:
     """``shoplens serve`` from this interpreter's environment; returns once /health answers."""
-    command = [sys.executable, "-m", "shoplens.cli", "serve", f"search.port={port}", *overrides]
+    # Searches only: writes off, so no write token is needed (serving/auth.py).
+    command = [sys.executable, "-m", "shoplens.cli", "serve", f"search.port={port}",
+               "search.writes=false", *overrides]  # fmt: skip
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -56,6 +56,7 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         f"paths.artifacts_dir={tmp / 'artifacts'}",
         f"paths.backgrounds_dir={tmp / 'backgrounds'}",
         f"paths.shopper_photos_dir={tmp / 'shopper_photos'}",
+        f"paths.state_dir={tmp / 'var'}",
         # A small photo benchmark of small photos: seconds, not minutes.
         "evaluate.photos.photos=24",
         "evaluate.photos.frame_side=[96,128]",  # within the serving tests' 20,000-pixel limit

@@ -4,6 +4,7 @@ champion in the workspace's SQLite store, then the index stage run on the tiny c
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -14,11 +15,21 @@ from shoplens.pipeline import evaluate, index, register
 
 # Small limits so the "too large" cases need no large test files.
 LIMITS = ("search.max_upload_bytes=60000", "search.max_pixels=20000", "search.k_max=20")
+TOKEN = "test-write-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def token_file(directory: Path) -> str:
+    """A secret file holding TOKEN, as a ``search.auth.token_file`` override."""
+    path = directory / "write-token"
+    path.write_text(TOKEN + "\n", encoding="utf-8")
+    return f"search.auth.token_file={path}"
 
 
 def build_index(trained: list[str]):
     """Evaluate, register (champion: the first version) and index; returns the config."""
-    args = [*trained, *LIMITS]
+    workspace = Path(str(compose_config(trained).paths.catalog_dir)).parent
+    args = [*trained, *LIMITS, token_file(workspace)]
     cfg = compose_config(args)
     evaluate.run(cfg)
     mlflow.set_tracking_uri(cfg.tracking.uri)

@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from serving_helpers import build_index, new_product_photo, noise_png, png
+from serving_helpers import AUTH, build_index, new_product_photo, noise_png, png
 
 from shoplens.cli import main
 from shoplens.config import compose_config
@@ -33,7 +41,8 @@ def setup(trained):
 @pytest.fixture(scope="module")
 def client(setup):
     _, cfg, model = setup
-    with TestClient(create_app(cfg, model)) as client:  # runs the lifespan: loads the index
+    # runs the lifespan: loads the index
+    with TestClient(create_app(cfg, model), headers=AUTH) as client:
         yield client
 
 
@@ -42,8 +51,15 @@ def catalog(setup) -> pd.DataFrame:
     return pd.read_parquet(Path(setup[1].paths.catalog_dir) / "manifest.parquet")
 
 
-def _search(client, data: bytes, **form):
-    return client.post("/search", files={"image": ("q.png", data, "image/png")}, data=form)
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _search(client, data: bytes, headers=None, **form):
+    files = {"image": ("q.png", data, "image/png")}
+    return client.post("/search", files=files, data=form, headers=headers)
 
 
 def test_index_stage_report_and_health(setup, catalog, client):
@@ -95,12 +111,12 @@ def test_added_product_is_found_deleted_and_both_survive_a_restart(setup, client
     added = client.post("/products", files={"image": ("s.png", photo, "image/png")}, data=form)
     assert added.status_code == 201, added.text
     assert _search(client, photo, k=3).json()["results"][0]["product_id"] == "new-star"
-    with TestClient(create_app(cfg, model)) as restarted:
+    with TestClient(create_app(cfg, model), headers=AUTH) as restarted:
         top = _search(restarted, photo, k=3).json()["results"][0]
         assert top["product_id"] == "new-star"
         assert restarted.get(top["image_url"]).status_code == 200
         assert restarted.delete("/products/new-star").json()["removed_images"] == 1
-        with TestClient(create_app(cfg, model)) as again:
+        with TestClient(create_app(cfg, model), headers=AUTH) as again:
             for app_client in (restarted, again):
                 ids = {r["product_id"] for r in _search(app_client, photo, k=10).json()["results"]}
                 assert "new-star" not in ids
@@ -213,3 +229,139 @@ def test_openapi_declares_a_schema_for_every_answer(client):
     assert {"200", "400", "413", "422"} <= set(search)
     body = spec["components"]["schemas"]["SearchResponse"]["properties"]
     assert {"results", "searched", "products", "localized", "note"} <= set(body)
+
+
+def test_writes_need_the_token_and_reads_stay_open(setup):
+    _, cfg, model = setup
+    photo, form = new_product_photo(), {"product_id": "intruder", "category": "red"}
+    files = {"image": ("s.png", photo, "image/png")}
+    wrong = {"Authorization": "Bearer not-the-token"}
+    with TestClient(create_app(cfg, model)) as anonymous:
+        missing = anonymous.post("/products", files=files, data=form)
+        assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+        assert anonymous.post("/products", files=files, data=form, headers=wrong).status_code == 403
+        assert anonymous.delete("/products/new-star").status_code == 401
+        assert anonymous.delete("/products/new-star", headers=wrong).status_code == 403
+        assert _search(anonymous, photo, k=1).status_code == 200
+        assert not anonymous.app.state.searcher.index.photos("intruder")
+    spec = create_app(cfg, model).openapi()
+    assert {"401", "403"} <= set(spec["paths"]["/products"]["post"]["responses"])
+
+
+def test_a_service_with_open_writes_refuses_to_start(setup, monkeypatch, capsys):
+    """No token and writes on: `shoplens serve` exits before listening, and says why."""
+    args, _, _ = setup
+    monkeypatch.delenv("SHOPLENS_WRITE_TOKEN", raising=False)
+    no_token = [*args, "search.auth.token_file=null"]
+    assert main(["serve", *no_token]) == 1
+    assert "no token is configured" in capsys.readouterr().err
+    exposed = [*no_token, "search.auth.open_writes=true", "search.host=0.0.0.0"]
+    assert main(["serve", *exposed]) == 1
+    assert "only on localhost" in capsys.readouterr().err
+
+
+def test_writes_off_protected_reads_and_cors(setup):
+    args, _, model = setup
+    cfg = compose_config(
+        [
+            *args,
+            "search.writes=false",
+            "search.auth.protect_reads=true",
+            "search.cors_origins=[https://shop.example]",
+        ]  # fmt: skip
+    )
+    app = create_app(cfg, model)
+    assert "/products" not in app.openapi()["paths"]
+    with TestClient(app) as api:
+        assert _search(api, new_product_photo(), k=1).status_code == 401
+        assert _search(api, new_product_photo(), k=1, headers=AUTH).status_code == 200
+        assert api.get("/health").status_code == 200  # load balancers probe without a token
+        preflight = api.options(
+            "/search",
+            headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+        other = api.options(
+            "/search",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def _serve(args: list[str], port: int) -> subprocess.Popen:
+    """A real `shoplens serve` process; returns once /health answers."""
+    command = [sys.executable, "-m", "shoplens.cli", "serve", f"search.port={port}", *args]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180  # torch, MLflow and the model: seconds, more on a busy CI
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"shoplens serve exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.3)
+    server.kill()
+    pytest.fail("shoplens serve did not start within 180 s")
+
+
+@pytest.mark.slow
+def test_acknowledged_writes_survive_sigkill(setup, tmp_path):
+    """Clients add and remove products while the service is killed with SIGKILL at a random
+    instant, three times: every start succeeds, every acknowledged write is there, and the
+    index stage's output is never written."""
+    args, cfg, _ = setup
+    args = [*args, f"search.state_dir={tmp_path / 'state'}", "search.snapshot_every=5"]
+    base = {p: p.read_bytes() for p in Path(cfg.search.dir).rglob("*") if p.is_file()}
+    port, rng = _free_port(), np.random.default_rng(0)
+    added, removed = set(), set()
+
+    def check(url: str) -> None:
+        for pid in added | removed:
+            status = httpx.get(f"{url}/products/{pid}/similar", params={"k": 1}).status_code
+            assert status == (404 if pid in removed else 200), pid
+
+    def write(url: str, worker: int, stop: threading.Event) -> None:
+        photo, i, deleting = new_product_photo(), 0, None
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
+            while not stop.is_set():
+                pid = f"crash-{worker}-{uuid.uuid4().hex[:8]}"
+                files = {"image": ("s.png", photo, "image/png")}
+                form = {"product_id": pid, "category": "red"}
+                try:
+                    if http.post("/products", files=files, data=form).status_code == 201:
+                        added.add(pid)
+                    i += 1
+                    if i % 3 == 0:
+                        deleting = pid
+                        if http.delete(f"/products/{pid}").status_code == 200:
+                            added.discard(pid)
+                            removed.add(pid)
+                        deleting = None
+                except httpx.TransportError:
+                    # The server is gone: an unanswered request promised nothing either way.
+                    if deleting is not None:
+                        added.discard(deleting)
+                    return
+
+    for _cycle in range(3):
+        server, url = _serve(args, port), f"http://127.0.0.1:{port}"
+        check(url)
+        stop = threading.Event()
+        writers = [threading.Thread(target=write, args=(url, w, stop)) for w in range(2)]
+        for t in writers:
+            t.start()
+        time.sleep(float(rng.uniform(1.5, 4.0)))
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        stop.set()
+        for t in writers:
+            t.join()
+    assert len(added) >= 10 and removed
+    server = _serve(args, port)
+    try:
+        check(f"http://127.0.0.1:{port}")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert base == {p: p.read_bytes() for p in Path(cfg.search.dir).rglob("*") if p.is_file()}

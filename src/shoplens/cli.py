@@ -89,6 +89,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from shoplens.data.images import InvalidImageError
     from shoplens.models.backbone import PretrainedWeightsError
     from shoplens.search import IndexModelMismatch
+    from shoplens.serving.auth import UnsafeServing
 
     return (
         ConfigError,
@@ -97,6 +98,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         PretrainedWeightsError,
         FileNotFoundError,
         IndexModelMismatch,
+        UnsafeServing,
     )
 
 

@@ -38,6 +38,7 @@ class PathsConfig:
     artifacts_dir: str = MISSING  # checkpoints, indexes
     backgrounds_dir: str = MISSING  # real photographs, split train / eval
     shopper_photos_dir: str = MISSING  # the photo benchmark (evaluation only)
+    state_dir: str = MISSING  # what services write at run time (never a DVC output)
 
 
 @dataclass
@@ -143,10 +144,25 @@ class RegistryConfig:
 
 
 @dataclass
+class AuthConfig:
+    """Who may change the catalog (serving/auth.py)."""
+
+    token_env: str = MISSING  # environment variable holding the write token
+    token_file: str | None = MISSING  # or a secret file (first line), e.g. a Docker secret
+    open_writes: bool = MISSING  # no token: allowed only when serving on localhost
+    protect_reads: bool = MISSING  # searches need the token too
+
+
+@dataclass
 class SearchConfig:
     """The index stage, ``shoplens search`` and the HTTP service (``shoplens serve``)."""
 
-    dir: str = MISSING  # CatalogIndex + image map; uploads land here too
+    dir: str = MISSING  # CatalogIndex + image map: the index stage's output, read-only here
+    state_dir: str = MISSING  # the service's journal, snapshots and uploads (catalog_store)
+    snapshot_every: int = MISSING  # journalled changes between index snapshots
+    writes: bool = MISSING  # POST/DELETE /products enabled
+    auth: AuthConfig = MISSING
+    cors_origins: list[str] = MISSING  # browser origins allowed to call the API
     index: IndexConfig = MISSING  # the index layer's own dataclass
     batch_size: int = MISSING  # catalog images per embedding call in the index stage
     recall_queries: int = MISSING  # held-out embeddings measuring an approximate index

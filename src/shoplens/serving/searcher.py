@@ -3,15 +3,15 @@
 A shopper's upload goes through the registered model's query pipeline (validate -> localize ->
 crop -> embed, :mod:`shoplens.query`), the code evaluate measured, then the catalog index.
 Products a shop adds are catalog shots: validated and letterboxed whole, as preprocess treats
-catalog files. Additions and removals are written back to the index directory at once (under
-one lock, so two writers never interleave their files), which lets a restarted service see
-them.
+catalog files. Additions and removals go through :class:`~shoplens.catalog_store.DurableCatalog`:
+journalled before the answer, outside the index stage's DVC output (``search.state_dir``), so
+they survive a crash and a rebuilt index.
 """
 
 from __future__ import annotations
 
 import io
-import threading
+import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +22,13 @@ import pandas as pd
 from omegaconf import DictConfig
 from PIL import Image
 
+from shoplens.catalog_store import DurableCatalog
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CATEGORY, PATH, PRODUCT_ID
+from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX
 from shoplens.query import QueryPipeline
 from shoplens.query.pipeline import WHOLE_FRAME
 from shoplens.registry.champion import LoadedModel, load_champion
-from shoplens.search import CatalogIndex, ProductHit
-from shoplens.search.catalog_index import META_FILE
+from shoplens.search import ProductHit
 from shoplens.tracking import configure_mlflow
 
 IMAGE_MAP, UPLOADS = "images.parquet", "uploads"
@@ -63,15 +63,11 @@ class PhotoAnswer:
 
 class Searcher:
     def __init__(self, cfg: DictConfig, model: LoadedModel | None = None):
-        self.dir = Path(cfg.search.dir)
-        if not (self.dir / META_FILE).is_file():
-            raise FileNotFoundError(f"no index in {self.dir}: run `shoplens index` first")
+        self.dir, self.state_dir = Path(cfg.search.dir), Path(cfg.search.state_dir)
         if model is None:
             configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
             model = load_champion(str(cfg.registry.model_name))
         self.model = model
-        # Raises IndexModelMismatch: vectors of another model are not comparable to ours.
-        self.index = CatalogIndex.load(self.dir, model.name, model.version)
         # The registered pipeline decides everything about a photo; the service only narrows
         # its upload limits and may switch localization off (query.localize).
         spec = model.pipeline.spec.with_options(
@@ -85,12 +81,17 @@ class Searcher:
         self.pipeline = QueryPipeline(spec, model.pipeline.embedder, model.pipeline.localizer)
         self.limits = self.pipeline.limits
         self.search_cfg = cfg.search
+        # Raises IndexModelMismatch: vectors of another model are not comparable to ours.
+        self.catalog = DurableCatalog(
+            self.dir, self.state_dir, model.name, model.version, self._embed_stored_photos,
+            snapshot_every=int(cfg.search.snapshot_every),
+        )  # fmt: skip
+        self.index = self.catalog.index
         self.categories = sorted(set(model.categories) | set(self.index.categories))
         images = pd.read_parquet(self.dir / IMAGE_MAP)
         self._cache_rows = dict(zip(images["id"], images[CACHE_INDEX], strict=True))
         cache = Path(cfg.paths.catalog_dir) / CACHE_FILE
         self._cache = open_cache(cache) if cache.is_file() else None
-        self._write = threading.Lock()
 
     # -- queries ---------------------------------------------------------------------------
     def check_category(self, category: str | None) -> None:
@@ -154,7 +155,7 @@ class Searcher:
         path = self.index.image_path(image_id)
         if path is None or not path.startswith(f"{UPLOADS}/"):
             raise UnknownProduct(f"no image {image_id} in the index")
-        return np.asarray(Image.open(self.dir / path).convert("RGB"))
+        return np.asarray(Image.open(self.state_dir / path).convert("RGB"))
 
     def image_png(self, image_id: int) -> bytes:
         buffer = io.BytesIO()
@@ -167,30 +168,35 @@ class Searcher:
         return self.pipeline.crop(self.pipeline.validate(data)).copy()  # writable
 
     def add_product(self, product_id: str, category: str, data: bytes) -> list[int]:
-        """A catalog shot (one product on a plain backdrop), embedded as the index embeds."""
+        """A catalog shot (one product on a plain backdrop), embedded as the index embeds.
+        The photo is on disk (fsynced) before the journal row that names it."""
         self.check_category(category)
         pixels = self.catalog_square(data)
-        vector = self.pipeline.embed_squares(pixels[None]).embeddings
+        vector = self.pipeline.embed_squares(pixels[None]).embeddings[0]
         rel = f"{UPLOADS}/{uuid.uuid4().hex}.png"
-        (self.dir / UPLOADS).mkdir(exist_ok=True)
-        Image.fromarray(pixels).save(self.dir / rel)
-        row = pd.DataFrame({PATH: [rel], PRODUCT_ID: [product_id], CATEGORY: [category]})
-        with self._write:
-            ids = self.index.add_products(row, vector).tolist()
-            self.index.save(self.dir)
-        return ids
+        (self.state_dir / UPLOADS).mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / rel, "wb") as file:
+            Image.fromarray(pixels).save(file, format="PNG")
+            file.flush()
+            os.fsync(file.fileno())
+        return self.catalog.add(product_id, category, rel, vector)
 
     def remove_product(self, product_id: str) -> int:
-        with self._write:
-            photos = self.index.photos(product_id)
-            removed = self.index.remove_product(product_id)
-            if not removed:
-                raise UnknownProduct(f"no product {product_id!r} in the index")
-            for _, path in photos:
-                if path.startswith(f"{UPLOADS}/"):
-                    (self.dir / path).unlink(missing_ok=True)
-            self.index.save(self.dir)
-        return removed
+        photos = self.catalog.remove(product_id)
+        if not photos:
+            raise UnknownProduct(f"no product {product_id!r} in the index")
+        for _, path in photos:
+            if path.startswith(f"{UPLOADS}/"):
+                (self.state_dir / path).unlink(missing_ok=True)
+        return len(photos)
+
+    def _embed_stored_photos(self, paths: list[str]) -> np.ndarray:
+        """Re-embed added products after a model change (their stored catalog squares)."""
+        squares = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+        return self.pipeline.embed_squares(squares).embeddings
+
+    def close(self) -> None:
+        self.catalog.close()
 
     def health(self) -> dict[str, Any]:
         return {

@@ -23,11 +23,13 @@ set -euo pipefail
 
 usage() {
   cat <<'EOF'
-usage: scripts/retrain.sh [--dry-run] [--no-pull] [-S key=value ...]
+usage: scripts/retrain.sh [--dry-run] [--no-pull] [--allow-local-store] [-S key=value ...]
 
   -S, --set-param key=value  a Hydra override of conf/ (repeatable): runs `dvc exp run -S ...`;
                              a bare key=value is taken as -S key=value
   --no-pull                  do not `dvc pull` before running
+  --allow-local-store        on a CI runner without MLFLOW_TRACKING_URI, register into the
+                             runner's throwaway mlflow.db anyway (refused otherwise)
   -n, --dry-run              print the commands that would run, run nothing
   -h, --help                 this help
 EOF
@@ -35,11 +37,13 @@ EOF
 
 dry_run=0
 pull=1
+allow_local_store=0
 overrides=()
 while (($#)); do
   case "$1" in
     -n | --dry-run) dry_run=1 ;;
     --no-pull) pull=0 ;;
+    --allow-local-store) allow_local_store=1 ;;
     -h | --help)
       usage
       exit 0
@@ -88,6 +92,16 @@ for name in MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWOR
     unset "$name"
   fi
 done
+
+# On a CI runner (CI=true: GitHub Actions and most CI systems set it) the default SQLite store
+# is deleted with the runner: a model trained, registered and promoted there would be lost, and
+# the next run would compare against no champion at all. Refuse, unless told explicitly.
+if [[ "${CI:-}" == "true" && -z "${MLFLOW_TRACKING_URI:-}" ]] && ((!allow_local_store)); then
+  echo "retrain.sh: no MLFLOW_TRACKING_URI on a CI runner: the model would be registered into" \
+    "this runner's mlflow.db, which is thrown away with it. Set the MLFLOW_TRACKING_URI secret" \
+    "to a tracking server (README, 'Retraining'), or pass --allow-local-store to do it anyway." >&2
+  exit 2
+fi
 
 # Where the stages write their reports (paths.reports_dir of params.yaml).
 reports_dir="$("$python" - <<'EOF' 2>/dev/null || echo reports

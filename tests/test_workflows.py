@@ -128,8 +128,13 @@ def test_retrain_script_parses():
     assert proc.returncode == 0, proc.stderr
 
 
-def _dry_run(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+def _dry_run(*args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GITHUB_") and k not in ("CI", "MLFLOW_TRACKING_URI")
+    }
+    env.update(extra_env)
     return subprocess.run(
         ["bash", str(RETRAIN_SH), "--dry-run", *args],
         cwd=ROOT,
@@ -165,3 +170,12 @@ def test_retrain_rejects_what_is_not_an_override():
     assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr
     proc = _dry_run("-S", "loss")
     assert proc.returncode == 2 and "key=value" in proc.stderr
+
+
+def test_retrain_on_ci_refuses_a_throwaway_tracking_store():
+    proc = _dry_run(CI="true")
+    assert proc.returncode == 2 and "no MLFLOW_TRACKING_URI on a CI runner" in proc.stderr
+    assert not [line for line in proc.stdout.splitlines() if line.startswith("+ ")]
+    assert _dry_run("--allow-local-store", CI="true").returncode == 0
+    assert _dry_run(CI="true", MLFLOW_TRACKING_URI="http://mlflow.example:5000").returncode == 0
+    assert _dry_run(CI="true", MLFLOW_TRACKING_URI="").returncode == 2  # an unset secret

@@ -5,6 +5,7 @@ is wrong, and an index built by another model version is refused."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -19,8 +20,17 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import schemathesis
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from PIL import Image
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from serving_helpers import AUTH, build_index, new_product_photo, noise_png, png
 
 from shoplens.cli import main
@@ -29,6 +39,7 @@ from shoplens.data.cache import open_cache
 from shoplens.registry.champion import load_champion
 from shoplens.search import IndexModelMismatch
 from shoplens.serving.app import create_app
+from shoplens.serving.searcher import Searcher
 
 
 @pytest.fixture(scope="module")
@@ -365,3 +376,47 @@ def test_acknowledged_writes_survive_sigkill(setup, tmp_path):
         server.terminate()
         server.wait(timeout=60)
     assert base == {p: p.read_bytes() for p in Path(cfg.search.dir).rglob("*") if p.is_file()}
+
+
+# -- schemathesis: every operation of the OpenAPI schema, generated inputs -------------------
+# Last in this module: fuzzed writes (mostly refused) must not disturb the tests above.
+# Hypothesis driven directly (operation.as_strategy), not schemathesis' pytest plugin, which
+# does not load under pytest 9.
+FUZZ_EXAMPLES = int(os.environ.get("SHOPLENS_FUZZ_EXAMPLES", "100"))  # per operation and mode
+
+
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]  # fmt: skip
+
+
+def _fuzz(operation, mode, cases: dict[str, int]) -> None:
+    """Up to FUZZ_EXAMPLES generated requests to one operation; Hypothesis shrinks a failure."""
+    label = f"{operation.label} ({mode.value})"
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    def fuzz(case) -> None:
+        cases[label] = cases.get(label, 0) + 1
+        case.call_and_validate(headers=AUTH, checks=CHECKS)
+
+    try:
+        fuzz()
+    except Unsatisfiable:  # nothing to make invalid (an operation without parameters)
+        assert mode == schemathesis.GenerationMode.NEGATIVE, label
+
+
+def test_generated_requests_never_get_a_5xx_and_match_the_schema(setup):
+    """Schema-valid and schema-invalid inputs to every operation: never a 5xx; status, content
+    type and body are the ones the schema declares for that status."""
+    _, cfg, model = setup
+    app = create_app(cfg, model)
+    app.state.searcher = Searcher(cfg, model)  # from_asgi calls the app without its lifespan
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    cases: dict[str, int] = {}
+    for result in schema.get_all_operations():
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            _fuzz(result.ok(), mode, cases)
+    app.state.searcher.close()
+    assert len({label.rsplit(" (", 1)[0] for label in cases}) >= 7, cases
+    print(f"schemathesis: {sum(cases.values())} cases, 0 failures: {cases}")

@@ -46,12 +46,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_server(port: int, *overrides: str, timeout_s: float = 180.0) -> subprocess.Popen:
-    """``shoplens serve`` from this interpreter's environment; returns once /health answers."""
-    # Searches only: writes off, so no write token is needed (serving/auth.py).
+def _start_server(
+    port: int, *overrides: str, timeout_s: float = 180.0, writes: bool = False, env=None
+) -> subprocess.Popen:
+    """``shoplens serve`` from this interpreter's environment; returns once /health answers.
+    Searches only unless ``writes`` (then the token comes from ``env``, serving/auth.py)."""
     command = [sys.executable, "-m", "shoplens.cli", "serve", f"search.port={port}",
-               "search.writes=false", *overrides]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+               f"search.writes={str(writes).lower()}", *overrides]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.poll() is not None:

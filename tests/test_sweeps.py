@@ -41,7 +41,9 @@ def test_three_trial_sweep_stores_three_finished_trials(three_trials):
     assert states(three_trials) == ["COMPLETE"] * 3
     assert len({repr(sorted(t.params.items())) for t in trials}) == 3
     # finetune enqueues the default config as trial 0 (the baseline the sweep must beat).
-    assert trials[0].params["loss"] == "cross_entropy" and trials[0].params["optimizer.lr"] == 1e-3
+    default = compose_config([])
+    assert trials[0].params["loss"] == default.loss.name
+    assert trials[0].params["optimizer.lr"] == default.optimizer.lr
     # Reported by the pruning callback during fit (not the pre-training baseline validation).
     assert all(t.intermediate_values == {0: t.value} for t in trials)
 

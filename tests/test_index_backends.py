@@ -270,3 +270,38 @@ def test_auto_kind_is_exact_for_small_catalogs_and_ivf_for_large():
     assert IndexConfig(kind="hnsw").for_size(10**9).kind == "hnsw", "explicit kinds stay"
     with pytest.raises(ValueError, match="for_size"):
         create_index(auto, 8)
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_catalog_bookkeeping_follows_any_sequence_of_adds_and_removes(kind, tmp_path):
+    """The id table, product counts and per-category ids are kept up to date write by write
+    (not recomputed): after every step they must equal what a plain dict says, and so must a
+    saved and reloaded copy."""
+    rng = np.random.default_rng(0)
+    catalog = CatalogIndex.create(IndexConfig(kind=kind), DIM, "m", "1")
+    truth: dict[str, tuple[str, int]] = {}  # product -> (category, photos)
+    for _ in range(80):
+        if truth and rng.random() < 0.3:
+            pid = sorted(truth)[int(rng.integers(len(truth)))]
+            assert catalog.remove_product(pid) == truth.pop(pid)[1]
+        else:
+            pid = f"p{rng.integers(25)}"
+            category, had = truth.get(pid, (f"c{rng.integers(3)}", 0))
+            n = int(rng.integers(1, 3))
+            rows = pd.DataFrame({"product_id": [pid] * n, "category": category,
+                                 "path": [f"{pid}-{had + i}.png" for i in range(n)]})  # fmt: skip
+            vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+            catalog.add_products(rows, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+            truth[pid] = (category, had + n)
+        assert len(catalog) == sum(n for _, n in truth.values())
+        assert catalog.n_products == len(truth)
+        assert catalog.categories == sorted({c for c, _ in truth.values()})
+        assert {p: len(catalog.photos(p)) for p in truth} == {p: n for p, (_, n) in truth.items()}
+        query = rng.normal(size=(1, DIM)).astype(np.float32)
+        for c in catalog.categories:
+            found = {h.product_id for h in catalog.search(query, k=50, category=c)[0]}
+            assert found == {p for p, (cc, _) in truth.items() if cc == c}
+    catalog.save(tmp_path)
+    again = CatalogIndex.load(tmp_path)
+    assert again.n_products == catalog.n_products and len(again) == len(catalog)
+    assert {p: again.photos(p) for p in truth} == {p: catalog.photos(p) for p in truth}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,10 +55,73 @@ class CatalogIndex:
     def __init__(self, index: VectorIndex, meta: dict[str, Any], table: pd.DataFrame | None = None):
         self.index, self.meta = index, dict(meta)
         self.meta.setdefault("next_id", 0)
-        empty = pd.DataFrame({c: pd.Series(dtype="int64" if c == "id" else str) for c in COLUMNS})
-        self._table = empty if table is None else table[list(COLUMNS)].reset_index(drop=True)
         self._lock = RWLock()
-        self._refresh()
+        t = table if table is not None else pd.DataFrame({c: [] for c in COLUMNS})
+        t = t.sort_values("id", kind="stable")  # ids only grow: searchsorted finds positions
+        self._rebuild(t["id"].to_numpy(np.int64), *(t[c].to_numpy(object) for c in COLUMNS[1:]))
+
+    # What searches read. Kept up to date write by write (appends, counters), not recomputed
+    # from the whole table: that made one POST /products cost ~350 ms at a million photos.
+    def _rebuild(self, ids, pid, cat, path) -> None:
+        self._columns = [
+            np.asarray(ids, np.int64),
+            *(np.asarray(c, object) for c in (pid, cat, path)),
+        ]
+        self._size = len(ids)
+        self._views()
+        self._allowed: dict[str, np.ndarray] = {}  # category -> its ids, filled on demand
+        self._photos_of: dict[str, list[int]] = defaultdict(list)  # product -> its image ids
+        self._product_photos_in: Counter[tuple[str, str]] = Counter()  # (category, product)
+        self._products_in: Counter[str] = Counter()  # category -> products with photos in it
+        self._count(ids, pid, cat, +1)
+
+    def _views(self) -> None:
+        """The live rows of the column buffers (which keep spare room at their end)."""
+        self._ids, self._pid, self._cat, self._path = (c[: self._size] for c in self._columns)
+
+    def _append(self, *values: np.ndarray) -> None:
+        """Amortised O(rows added): np.concatenate would copy every column on every write."""
+        need = self._size + len(values[0])
+        if need > len(self._columns[0]):
+            room = max(need, 2 * len(self._columns[0]), 1024)
+            grown = [np.empty(room, c.dtype) for c in self._columns]
+            for new, old in zip(grown, self._columns, strict=True):
+                new[: self._size] = old[: self._size]
+            self._columns = grown
+        for column, more in zip(self._columns, values, strict=True):
+            column[self._size : need] = more
+        self._size = need
+        self._views()
+
+    def _count(self, ids, pid, cat, sign: int) -> None:
+        for image_id, product, category in zip(
+            ids.tolist(), pid.tolist(), cat.tolist(), strict=True
+        ):
+            if sign > 0:
+                self._photos_of[product].append(image_id)
+            key = (category, product)
+            before = self._product_photos_in[key]
+            self._product_photos_in[key] = before + sign
+            if before == 0 or before + sign == 0:
+                self._products_in[category] += sign
+            if before + sign == 0:
+                del self._product_photos_in[key]
+                if not self._products_in[category]:
+                    del self._products_in[category]
+            self._allowed.pop(category, None)
+
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """Position of each image id in the arrays, -1 where it is not indexed."""
+        ids = np.asarray(ids, np.int64)
+        if not len(self._ids):
+            return np.full(len(ids), -1, np.int64)
+        pos = np.minimum(np.searchsorted(self._ids, ids), len(self._ids) - 1)
+        return np.where(self._ids[pos] == ids, pos, -1)
+
+    @property
+    def _table(self) -> pd.DataFrame:
+        columns = (self._ids, self._pid, self._cat, self._path)
+        return pd.DataFrame(dict(zip(COLUMNS, columns, strict=True)))
 
     @classmethod
     def create(
@@ -78,22 +142,12 @@ class CatalogIndex:
         }
         return cls(create_index(config, dim), meta)
 
-    def _refresh(self) -> None:
-        """Arrays that searches read, rebuilt after each write (under the write lock)."""
-        t = self._table
-        self._ids = pd.Index(t["id"].to_numpy(np.int64))
-        self._pid, self._cat, self._path = (t[c].to_numpy(object) for c in COLUMNS[1:])
-        self._allowed: dict[str, np.ndarray] = {}  # category -> its ids, filled on demand
-        self._n_products = int(t[PRODUCT_ID].nunique())
-        self._products_in = t.groupby(CATEGORY)[PRODUCT_ID].nunique().to_dict()
-        self._photos_per_product = math.ceil(len(t) / max(self._n_products, 1))
-
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self._ids)
 
     @property
     def n_products(self) -> int:
-        return self._n_products
+        return len(self._photos_of)
 
     @property
     def categories(self) -> list[str]:
@@ -103,13 +157,13 @@ class CatalogIndex:
     def photos(self, product_id: str) -> list[tuple[int, str]]:
         """``(image id, path)`` of every indexed photo of ``product_id``, in index order."""
         with self._lock.read():
-            t = self._table[self._table[PRODUCT_ID] == str(product_id)]
-            return list(zip(t["id"].tolist(), t[PATH].tolist(), strict=True))
+            ids = self._photos_of.get(str(product_id), [])
+            return [(i, str(self._path[p])) for i, p in zip(ids, self._positions(ids), strict=True)]
 
     def image_path(self, image_id: int) -> str | None:
         """The path recorded for one indexed photo, or None if it is not in the index."""
         with self._lock.read():
-            position = self._ids.get_indexer([int(image_id)])[0]
+            position = self._positions([int(image_id)])[0]
             return None if position < 0 else str(self._path[position])
 
     def add_products(self, rows: pd.DataFrame, vectors: np.ndarray) -> np.ndarray:
@@ -117,39 +171,46 @@ class CatalogIndex:
         rows = validate_catalog(rows)
         if len(rows) != len(vectors):
             raise ValueError(f"{len(rows)} rows for {len(vectors)} vectors")
+        new = [rows[c].astype(str).to_numpy(object) for c in COLUMNS[1:]]
         with self._lock.write():
             start = int(self.meta["next_id"])
             ids = np.arange(start, start + len(rows), dtype=np.int64)
             self.index.add(ids, vectors)
-            new = rows[list(COLUMNS[1:])].assign(id=ids)[list(COLUMNS)]
-            parts = [t for t in (self._table, new) if len(t)]
-            self._table = pd.concat(parts, ignore_index=True)
+            self._append(ids, *new)
+            self._count(ids, new[0], new[1], +1)
             self.meta["next_id"] = start + len(rows)
-            self._refresh()
         return ids
 
     def remove_product(self, product_id: str) -> int:
         """Remove every photo of ``product_id``; return how many were indexed."""
         with self._lock.write():
-            gone = self._table[PRODUCT_ID] == str(product_id)
-            if gone.any():
-                self.index.remove(self._table.loc[gone, "id"].to_numpy(np.int64))
-                self._table = self._table[~gone].reset_index(drop=True)
-                self._refresh()
-        return int(gone.sum())
+            ids = np.asarray(self._photos_of.pop(str(product_id), []), np.int64)
+            if len(ids):
+                self.index.remove(ids)
+                gone = self._positions(ids)
+                self._count(ids, self._pid[gone], self._cat[gone], -1)
+                keep = np.ones(len(self._ids), bool)
+                keep[gone] = False
+                self._columns = [
+                    view[keep] for view in (self._ids, self._pid, self._cat, self._path)
+                ]
+                self._size = int(keep.sum())
+                self._views()
+        return len(ids)
 
     def search(self, query_vectors, k: int = 10, category: str | None = None):
         """The ``k`` best distinct products per query, best first (fewer if fewer exist)."""
         q = np.atleast_2d(np.asarray(query_vectors, np.float32))
         with self._lock.read():
-            allowed, n_images, n_products = None, len(self._ids), self._n_products
+            allowed, n_images, n_products = None, len(self._ids), self.n_products
             if category is not None:
                 allowed = self._category_ids(str(category))
                 n_images, n_products = len(allowed), self._products_in.get(str(category), 0)
             want = min(k, n_products)
             cap = min(n_images, self.index.max_k)
             results: list[list[ProductHit]] = [[] for _ in q]
-            pending, fetch = np.arange(len(q)), min(cap, k * (self._photos_per_product + 1))
+            per_product = math.ceil(len(self._ids) / max(self.n_products, 1))
+            pending, fetch = np.arange(len(q)), min(cap, k * (per_product + 1))
             while len(pending) and want:
                 scores, ids = self.index.search(q[pending], fetch, allowed_ids=allowed)
                 for row, s, i in zip(pending, scores, ids, strict=True):
@@ -163,12 +224,12 @@ class CatalogIndex:
     def _category_ids(self, category: str) -> np.ndarray:
         allowed = self._allowed.get(category)
         if allowed is None:  # benign race: concurrent readers compute the same array
-            allowed = self._ids.to_numpy()[self._cat == category]
+            allowed = self._ids[self._cat == category]
             self._allowed[category] = allowed
         return allowed
 
     def _collapse(self, scores: np.ndarray, ids: np.ndarray, k: int) -> list[ProductHit]:
-        pos = self._ids.get_indexer(ids)
+        pos = self._positions(ids)
         keep = (ids >= 0) & (pos >= 0)
         scores, ids, pos = scores[keep], ids[keep], pos[keep]
         _, first = np.unique(self._pid[pos], return_index=True)  # results come best first

@@ -78,8 +78,16 @@ class FaissIndex(VectorIndex):
                 self._index.add(x)  # labels are positions, which equal the new slots
             else:
                 self._index.add_with_ids(x, slots)
+            keys, key_slots = self._lookup
+            appended = not (present >= 0).any() and not (len(keys) and ids.min() <= keys[-1])
             self._slot_ids = np.concatenate([self._slot_ids, ids])
-            self._refresh()
+            if appended and self._alive is None and bool(np.all(np.diff(ids) > 0)):
+                # New ids above every id held (how CatalogIndex assigns them): the sorted lookup
+                # grows at its end; sorting the whole index again cost ~8 ms a write at 1M.
+                self._lookup = (np.concatenate([keys, ids]), np.concatenate([key_slots, slots]))
+                self._n_live += len(ids)
+            else:
+                self._refresh()
 
     def remove(self, ids) -> int:
         ids = as_ids(ids)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -168,3 +169,22 @@ def test_shopper_photo_block_has_every_variant_and_bucket_with_consistent_metric
             assert 0 <= values["product@1"] <= values["category@1"] <= values["category@5"] <= 1
     table = pd.read_csv(Path(cfg.paths.reports_dir) / "evaluate" / "shopper_photos.csv")
     assert set(table["variant"]) == VARIANTS
+
+
+def test_the_benchmark_answers_with_the_closer_of_whole_photo_and_crop():
+    """What the service does with a catalog-like shot, evaluate measures: per photo, the
+    whole photo's embedding replaces the crop's only where it finds a closer gallery match."""
+    from shoplens.evaluation.photo_benchmark import Answers
+    from shoplens.query import QueryResult
+
+    gallery = np.eye(3, dtype=np.float32)
+    crop = np.array([[0.6, 0.8, 0.0], [0.0, 0.6, 0.8]], np.float32)
+    whole = [np.array([1.0, 0.0, 0.0], np.float32), np.array([0.0, 0.0, 0.7], np.float32)]
+
+    def result(i):
+        return QueryResult(10, 10, [], crop[i : i + 1], None, [-1], whole_embedding=whole[i])
+
+    chosen = Answers(crop, [result(0), result(1)]).closer_of_whole_and_crop(gallery)
+    np.testing.assert_array_equal(chosen.embeddings[0], whole[0])  # 1.0 > 0.8: the whole photo
+    np.testing.assert_array_equal(chosen.embeddings[1], crop[1])  # 0.7 < 0.8: the crop
+    np.testing.assert_allclose(crop[0], [0.6, 0.8, 0.0])  # the input is left as it was

@@ -128,6 +128,41 @@ def test_an_empty_photo_is_searched_whole_and_says_so(localized):
     assert off.query(jpeg(empty)).note == "localization is off"
 
 
+def _blob(logits_inside: float, side: int, box: tuple[int, int, int, int]):
+    """A localizer stub: product where ``box`` is (in its input square), background elsewhere."""
+
+    def localize(x: torch.Tensor) -> torch.Tensor:
+        out = torch.full_like(x[:, :1], -9.0)
+        scale = x.shape[-1] / side
+        x0, y0, x1, y1 = (round(v * scale) for v in box)
+        out[..., y0:y1, x0:x1] = logits_inside
+        return out
+
+    return localize
+
+
+def test_a_product_filling_the_photo_is_also_embedded_whole(localized):
+    """A catalog-like shot (the box spans >= whole_frame_above of the side) gets the whole
+    photo's embedding too; a small product, or the switch at 0, does not."""
+    cfg, _, localizer = localized
+    spec = _spec(cfg, localizer).with_options(whole_frame_above=0.8)
+    photo = np.full((96, 96, 3), 30, np.uint8)
+    photo[4:92, 6:90] = (200, 120, 40)
+    filling = QueryPipeline(spec, _embed, _blob(9.0, 96, (6, 4, 90, 92))).query(jpeg(photo))
+    assert filling.localized and filling.whole_embedding is not None
+    whole = QueryPipeline(spec.with_options(localize=False), _embed, localizer).query(jpeg(photo))
+    np.testing.assert_allclose(filling.whole_embedding, whole.embeddings[0], atol=1e-6)
+    small = QueryPipeline(spec, _embed, _blob(9.0, 96, (30, 30, 60, 60))).query(jpeg(photo))
+    assert small.localized and small.whole_embedding is None
+    never = spec.with_options(whole_frame_above=0.0)
+    assert (
+        QueryPipeline(never, _embed, _blob(9.0, 96, (6, 4, 90, 92)))
+        .query(jpeg(photo))
+        .whole_embedding
+        is None
+    )
+
+
 def test_hostile_photos_are_an_error_or_a_flagged_fallback(localized):
     cfg, _, localizer = localized
     spec = _spec(cfg, localizer).with_options(

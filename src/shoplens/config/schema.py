@@ -207,6 +207,7 @@ class QueryConfig:
     localize: bool = MISSING  # the one switch: false searches every photo whole
     crop_margin: float | None = MISSING  # null: as the catalog's shots frame their product
     mask_background: bool = MISSING
+    whole_frame_above: float = MISSING  # main box spans this share of the side: try whole too
 
 
 @dataclass

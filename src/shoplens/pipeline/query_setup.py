@@ -43,6 +43,7 @@ def query_spec(
         # products fill their shots, a 10% margin cost 0.10 of category@1 on ground-truth crops)
         crop_margin=framing.crop_margin if margin is None else float(margin),
         mask_background=bool(cfg.query.mask_background),
+        whole_frame_above=float(cfg.query.whole_frame_above),
         backdrop=framing.backdrop,
         limits={
             "min_size": int(cfg.preprocess.min_size),

@@ -53,6 +53,10 @@ class QueryResult:
     # The localizer's product probability over the letterboxed square (None: not localized).
     product_mask: np.ndarray | None = field(default=None, repr=False)
     threshold: float = 0.5
+    # The whole photo embedded too, when the main product spans most of it (spec
+    # whole_frame_above): search both, the closer match answers.
+    whole_embedding: np.ndarray | None = None
+    whole_logits: np.ndarray | None = None
 
     @property
     def localized(self) -> bool:
@@ -68,6 +72,7 @@ class _Plan:
     searched: list[int]
     note: str
     regions: list[tuple]
+    also_whole: bool = False  # embed the whole photo as well (a catalog-like shot)
 
 
 def _normalise(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
@@ -183,12 +188,19 @@ class QueryPipeline:
         ]
         self._refine(images, plans)
         crops = [self.crop(*where) for plan in plans for where in plan.regions]
+        n_regions = len(crops)
+        crops += [self.crop(im) for im, plan in zip(images, plans, strict=True) if plan.also_whole]
         embedded = self.embed_squares(np.stack(crops))
-        results, row = [], 0
+        results, row, whole_row = [], 0, n_regions
         threshold = self.spec.localizer.threshold if self.spec.localizer else 0.5
         for image, prob, plan in zip(images, probs, plans, strict=True):
             rows = slice(row, row + len(plan.regions))
             row += len(plan.regions)
+            whole, whole_logits = None, None
+            if plan.also_whole:
+                whole = embedded.embeddings[whole_row]
+                whole_logits = None if embedded.logits is None else embedded.logits[whole_row]
+                whole_row += 1
             results.append(
                 QueryResult(
                     image.width,
@@ -201,6 +213,8 @@ class QueryPipeline:
                     crops[rows],
                     prob,
                     threshold,
+                    whole,
+                    whole_logits,
                 )
             )
         return results
@@ -219,7 +233,10 @@ class QueryPipeline:
             return _Plan(detections, [WHOLE_FRAME], note, [(image,)])
         chosen = usable if all_products else usable[:1]
         regions = [(image, detections[i], labels, prob) for i in chosen]
-        return _Plan(detections, chosen, "", regions)
+        x0, y0, x1, y1 = detections[chosen[0]].box
+        span = max((x1 - x0) / image.width, (y1 - y0) / image.height)
+        above = self.spec.whole_frame_above
+        return _Plan(detections, chosen, "", regions, also_whole=bool(above) and span >= above)
 
     def _refine(self, images: Sequence[Image.Image], plans: list[_Plan]) -> None:
         """Localize small products again in a crop around them (one batched pass), where

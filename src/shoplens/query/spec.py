@@ -44,6 +44,10 @@ class QuerySpec:
     crop_margin: float = 0.1  # added to each side of a product box, as a share of its side
     mask_background: bool = True  # paint what the mask calls background in the backdrop colour
     backdrop: tuple[int, int, int] = (0, 0, 0)  # the catalog's typical backdrop colour
+    # The main product's box spans at least this share of the photo's side: embed the whole
+    # photo too, and whichever finds the closer match answers (a catalog-like shot, which the
+    # crop-and-mask would change). 0: never.
+    whole_frame_above: float = 0.0
     # Upload validation (shoplens.data.images.ImageLimits): the same rules as catalog files.
     limits: dict[str, int] = field(default_factory=dict)
 
@@ -63,6 +67,7 @@ class QuerySpec:
             crop_margin=float(values.get("crop_margin", 0.1)),
             mask_background=bool(values.get("mask_background", True)),
             backdrop=tuple(int(v) for v in values.get("backdrop", (0, 0, 0))),
+            whole_frame_above=float(values.get("whole_frame_above", 0.0)),
             limits=dict(values.get("limits", {})),
         )
 

@@ -62,6 +62,12 @@ class ShoplensQueryModel(mlflow.pyfunc.PythonModel):
                     ],
                     "boxes": [[list(d.box) for d in r.detections] for r in results],
                     "note": [r.note for r in results],
+                    # The product spans most of the photo: the whole photo's embedding too;
+                    # search both, the closer match answers (as shoplens' service does).
+                    "whole_embedding": [
+                        None if r.whole_embedding is None else r.whole_embedding.tolist()
+                        for r in results
+                    ],
                 }
             )
         output = params.get("output", "embedding")

@@ -130,9 +130,15 @@ class Searcher:
             searched.get(i, RegionHits(tuple(d.box), d.score, []))
             for i, d in enumerate(result.detections)
         ]
-        return PhotoAnswer(
-            result.width, result.height, result.localized, result.note, regions[0], products
-        )
+        main, localized, note = regions[0], result.localized, result.note
+        if result.whole_embedding is not None:  # the product spans most of the photo
+            whole = self._hits(result.whole_embedding, result.whole_logits, k, category)
+            if whole and (not main.hits or whole[0].score > main.hits[0].score):
+                main, localized = RegionHits(None, None, whole), False
+                note = (
+                    "the whole photo matched closer than the product's crop (a catalog-like shot)"
+                )
+        return PhotoAnswer(result.width, result.height, localized, note, main, products)
 
     def search(self, data: bytes, k: int, category: str | None = None) -> list[ProductHit]:
         return self.answer(data, k, category).searched.hits

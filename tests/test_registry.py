@@ -134,6 +134,24 @@ def test_champion_moves_only_for_a_real_improvement_and_reruns_reuse_the_version
     assert _registry()[1] == [1, 2, 3]
 
 
+def test_the_same_checkpoints_with_another_query_spec_are_another_version(stage):
+    """Changing the query pipeline (here the whole-photo rule) without retraining registers a
+    new version: the new numbers must not land on a version that runs the old pipeline."""
+    args = [*stage, "query.whole_frame_above=0.5"]
+    cfg = _as_evaluated(args, 3, recall=0.703)
+    path = Path(cfg.paths.reports_dir) / "evaluate" / "evaluated.json"
+    evaluated = json.loads(path.read_text())
+    assert evaluated["query_spec"]["whole_frame_above"] == 0.8  # what evaluate measured
+    evaluated["query_spec"] = {**evaluated["query_spec"], "whole_frame_above": 0.5}
+    path.write_text(json.dumps(evaluated))
+    before = _registry()[1]
+    result = register.run(cfg)
+    assert result["reused_version"] == 0 and result["version"] == max(before) + 1
+    spec = mlflow.pyfunc.load_model(f"models:/{NAME}/{result['version']}").unwrap_python_model()
+    assert spec.spec.whole_frame_above == 0.5
+    assert register.run(cfg)["reused_version"] == 1  # the same pipeline again: reused
+
+
 PLAIN_MLFLOW = """
 import json, sys
 from pathlib import Path

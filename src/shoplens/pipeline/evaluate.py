@@ -106,6 +106,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             checkpoint_sha256(cfg.localizer.checkpoint) if localizer is not None else "none"
         ),
         "data_version": data_version(catalog_dir),
+        # The query pipeline measured (crop, masking, whole-photo rule, limits): part of what
+        # register identifies a version by, with the two checkpoints.
+        "query_spec": pipelines["finetuned"].spec.to_dict(),
         "image_size": size,
         "queries": int(is_query.sum()),
         "gallery": int((~is_query).sum()),

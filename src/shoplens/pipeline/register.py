@@ -6,12 +6,13 @@ and box AP) and the query pipeline (``registry.model_name``: embedder + localize
 pyfunc, gated on test Recall@1 and shopper-photo category@1). Search loads
 ``models:/<registry.model_name>@champion``, so only a pipeline that measurably beats the
 champion changes what shoppers get; anything else is kept as ``challenger`` for a person to
-inspect. Re-running with the same checkpoints reuses their versions. Decisions and reasons go
+inspect. Re-running with the same checkpoints and query spec reuses their versions. Decisions and reasons go
 to ``reports/registry.json`` and onto the versions' tags.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -35,6 +36,7 @@ from shoplens.registry.versions import (
     CHECKPOINT_TAG,
     DATA_TAG,
     LOCALIZER_TAG,
+    SPEC_TAG,
     aliases,
     apply_decision,
     champion_standing,
@@ -99,7 +101,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # Metric tags always describe the latest evaluation of this exact pipeline (and its data).
     measured = {DATA_TAG: data, **metric_tags(metrics)}
-    identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha}
+    spec = json.dumps(evaluated.get("query_spec"), sort_keys=True).encode()
+    identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha,
+                SPEC_TAG: hashlib.sha256(spec).hexdigest()}  # fmt: skip
     existing = find_version(client, name, identity)
     if existing is None:
         version = _log_and_register(cfg, client, localizer, {**identity, **measured})

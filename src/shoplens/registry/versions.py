@@ -1,8 +1,8 @@
 """Model versions in the MLflow registry: what identifies them, what they record, and the
 champion's standing on *this* test set.
 
-A version carries tags: the checkpoint's sha256 (its identity: registering the same checkpoint
-again reuses the version instead of adding a duplicate), the git commit and data version it was
+A version carries tags: the checkpoints' and the query spec's sha256 (its identity: registering
+the same pipeline again reuses the version instead of adding a duplicate), the git commit and data version it was
 made from, its test metrics, and the gate's decision. A champion measured on another data
 version is re-measured here, through its own registered pyfunc model, on the current test
 split: Recall@1 on two different test sets is not a comparison.
@@ -33,6 +33,7 @@ DATA_TAG = "shoplens.data_version"
 RECALL_TAG = "test.recall_at_1"
 PHOTO_TAG = "photos.category_at_1"
 LOCALIZER_TAG = "shoplens.localizer_sha256"
+SPEC_TAG = "shoplens.query_spec_sha256"  # same checkpoints, another pipeline: another version
 CHUNK = 512  # images per predict call when re-measuring
 
 

@@ -242,6 +242,22 @@ def test_openapi_declares_a_schema_for_every_answer(client):
     assert {"results", "searched", "products", "localized", "note"} <= set(body)
 
 
+def test_metrics_count_requests_per_route_and_show_the_service_state(setup):
+    _, cfg, model = setup
+    with TestClient(create_app(cfg, model), headers=AUTH) as api:
+        for _ in range(2):
+            assert _search(api, new_product_photo(), k=1).status_code == 200
+        assert _search(api, b"not an image", k=1).status_code == 400
+        text = api.get("/metrics").text
+        index_size = len(api.app.state.searcher.index)
+    assert 'http_requests_total{handler="/search",method="POST",status="200"} 2.0' in text
+    assert 'http_requests_total{handler="/search",method="POST",status="400"} 1.0' in text
+    assert 'http_request_duration_seconds_bucket{handler="/search"' in text
+    assert f'shoplens_model_info{{name="{model.name}",version="{model.version}"}} 1.0' in text
+    assert f"shoplens_index_photos {float(index_size)}" in text
+    assert "shoplens_catalog_changes_total 0.0" in text
+
+
 def test_writes_need_the_token_and_reads_stay_open(setup):
     _, cfg, model = setup
     photo, form = new_product_photo(), {"product_id": "intruder", "category": "red"}

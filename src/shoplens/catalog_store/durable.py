@@ -68,6 +68,7 @@ class DurableCatalog:
         )
         self._applied = latest.journal_seq if latest else 0
         self._since_snapshot = 0
+        self.changes = 0  # journalled by this process (Prometheus: shoplens_catalog_changes)
         self._write = threading.Lock()  # journal row and in-memory change, in one order
         self._snapshotting: threading.Thread | None = None
         self.replayed = self._replay(self.journal.since(self._applied), reembed)
@@ -96,6 +97,7 @@ class DurableCatalog:
 
     def _advance(self, seq: int) -> None:
         self._applied, self._since_snapshot = seq, self._since_snapshot + 1
+        self.changes += 1
         busy = self._snapshotting is not None and self._snapshotting.is_alive()
         if self._since_snapshot >= self.snapshot_every and not busy:
             self._snapshotting = threading.Thread(target=self.snapshot, name="index-snapshot")

@@ -25,6 +25,7 @@ from shoplens.data.images import ImageTooLarge, InvalidImageError
 from shoplens.registry.champion import LoadedModel
 from shoplens.search import ProductHit
 from shoplens.serving.auth import check_write_policy, require_token, write_token
+from shoplens.serving.metrics import instrument
 from shoplens.serving.schemas import (
     ErrorBody,
     Health,
@@ -98,6 +99,7 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
         description="Find catalog products that look like a photo.",
         lifespan=lifespan,
     )
+    instrument(app)  # GET /metrics for Prometheus
     if cfg.search.cors_origins:
         app.add_middleware(
             CORSMiddleware,

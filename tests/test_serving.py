@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serving_helpers import AUTH, build_index, new_product_photo, noise_png, png
+from serving_helpers import AUTH, build_index, free_port, new_product_photo, noise_png, png
 
 from shoplens.cli import main
 from shoplens.config import compose_config
@@ -60,12 +59,6 @@ def client(setup):
 @pytest.fixture(scope="module")
 def catalog(setup) -> pd.DataFrame:
     return pd.read_parquet(Path(setup[1].paths.catalog_dir) / "manifest.parquet")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _search(client, data: bytes, headers=None, **form):
@@ -285,6 +278,9 @@ def test_a_service_with_open_writes_refuses_to_start(setup, monkeypatch, capsys)
     exposed = [*no_token, "search.auth.open_writes=true", "search.host=0.0.0.0"]
     assert main(["serve", *exposed]) == 1
     assert "only on localhost" in capsys.readouterr().err
+    unprotected = [*no_token, "search.writes=false", "search.auth.protect_reads=true"]
+    assert main(["serve", *unprotected]) == 1
+    assert "protect_reads=true but no token" in capsys.readouterr().err
 
 
 def test_writes_off_protected_reads_and_cors(setup):
@@ -340,7 +336,7 @@ def test_acknowledged_writes_survive_sigkill(setup, tmp_path):
     args, cfg, _ = setup
     args = [*args, f"search.state_dir={tmp_path / 'state'}", "search.snapshot_every=5"]
     base = {p: p.read_bytes() for p in Path(cfg.search.dir).rglob("*") if p.is_file()}
-    port, rng = _free_port(), np.random.default_rng(0)
+    port, rng = free_port(), np.random.default_rng(0)
     added, removed = set(), set()
 
     def check(url: str) -> None:

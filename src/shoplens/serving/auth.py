@@ -7,7 +7,7 @@ ours is the policy. No ``Authorization`` header (or not a bearer one) is a 401 w
 right. The token comes from an environment variable or a secret file, never from the config
 itself (which DVC and MLflow record).
 
-A service with writes on and no token refuses to start, unless ``search.auth.open_writes`` says
+A service with writes on (or reads protected) and no token refuses to start, unless ``search.auth.open_writes`` says
 so explicitly *and* it listens only on localhost: an open write endpoint on a network is how a
 catalog gets vandalised.
 """
@@ -42,7 +42,13 @@ def write_token(auth: DictConfig) -> str | None:
 
 
 def check_write_policy(search: DictConfig, token: str | None) -> None:
-    """Refuse a service whose writes would be open to the network (raises UnsafeServing)."""
+    """Refuse a service whose writes would be open to the network, or whose reads the config
+    protects without a token to protect them with (raises UnsafeServing)."""
+    if token is None and search.auth.protect_reads:
+        raise UnsafeServing(
+            f"search.auth.protect_reads=true but no token is configured: set "
+            f"${search.auth.token_env} (or search.auth.token_file)"
+        )
     if not search.writes or token is not None:
         return
     if not search.auth.open_writes:

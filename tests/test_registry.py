@@ -150,6 +150,10 @@ def test_the_same_checkpoints_with_another_query_spec_are_another_version(stage)
     spec = mlflow.pyfunc.load_model(f"models:/{NAME}/{result['version']}").unwrap_python_model()
     assert spec.spec.whole_frame_above == 0.5
     assert register.run(cfg)["reused_version"] == 1  # the same pipeline again: reused
+    other = compose_config([*args, "query.whole_frame_above=0.3",
+                            f"evaluate.checkpoint={cfg.evaluate.checkpoint}"])  # fmt: skip
+    with pytest.raises(register.EvaluationMissing, match="another query pipeline"):
+        register.run(other)  # not what evaluate measured: refused, not tagged with its numbers
 
 
 PLAIN_MLFLOW = """

@@ -12,7 +12,6 @@ to ``reports/registry.json`` and onto the versions' tags.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -28,6 +27,7 @@ from PIL import Image
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, read_catalog
+from shoplens.data.dedup import content_hash
 from shoplens.pipeline.query_setup import load_localizer, torch_pipeline
 from shoplens.registry.export import log_query_model
 from shoplens.registry.gate import CHAMPION, Standing, decide
@@ -101,12 +101,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     # Metric tags always describe the latest evaluation of this exact pipeline (and its data).
     measured = {DATA_TAG: data, **metric_tags(metrics)}
-    spec = json.dumps(evaluated.get("query_spec"), sort_keys=True).encode()
+    module = EmbedderModule.load_from_checkpoint(
+        cfg.evaluate.checkpoint, map_location="cpu", pretrained=False
+    )
+    pipeline = torch_pipeline(cfg, module.embedder.eval(), localizer)
+    spec = json.dumps(pipeline.spec.to_dict(), sort_keys=True)
+    if spec != json.dumps(evaluated.get("query_spec"), sort_keys=True):
+        raise EvaluationMissing(
+            "the metrics were measured with another query pipeline than this config builds "
+            "(query, localizer or search limits changed): run `shoplens evaluate` again"
+        )
     identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha,
-                SPEC_TAG: hashlib.sha256(spec).hexdigest()}  # fmt: skip
+                SPEC_TAG: content_hash(spec.encode())}  # fmt: skip
     existing = find_version(client, name, identity)
     if existing is None:
-        version = _log_and_register(cfg, client, localizer, {**identity, **measured})
+        tags = {**identity, **measured}
+        version = _log_and_register(cfg, client, module, pipeline, localizer, tags)
     else:
         version = int(existing.version)
         for key, value in measured.items():
@@ -153,11 +163,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def _log_and_register(cfg, client: MlflowClient, localizer, tags: dict) -> int:
+def _log_and_register(cfg, client: MlflowClient, module, pipeline, localizer, tags: dict) -> int:
     """Log the query-pipeline pyfunc to the embedder's training run and register a version."""
     checkpoint = cfg.evaluate.checkpoint
-    module = EmbedderModule.load_from_checkpoint(checkpoint, map_location="cpu", pretrained=False)
-    pipeline = torch_pipeline(cfg, module.embedder.eval(), localizer)
     _, categories = read_catalog(cfg.paths.catalog_dir)
     example = _example_photo(cfg.paths.catalog_dir)
     run_id = training_run_id(

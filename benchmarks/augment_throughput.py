@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from shoplens.config.schema import AugmentationConfig
+from shoplens.config import compose_config
 from shoplens.data.augment import build_eval_transform, build_train_transform
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -55,7 +55,10 @@ def main() -> None:
     torch.manual_seed(0)
     cache = synthetic_cache(min(args.n, 256), args.cache_size)
     evaluate = build_eval_transform(args.size, MEAN, STD)
-    train = build_train_transform(AugmentationConfig(), args.size, MEAN, STD)
+    # The synthetic-clutter augmentation as conf/ defines it (AugmentationConfig() is all-off:
+    # the schema holds types, the values live in conf/).
+    aug = compose_config(["augmentation=shopper_photo"]).augmentation
+    train = build_train_transform(aug, args.size, MEAN, STD)
     base = images_per_second(evaluate, cache, args.n)
     aug = images_per_second(train, cache, args.n)
     print(f"cache {args.cache_size}px -> {args.size}px, {args.n} images, {args.threads} thread(s)")

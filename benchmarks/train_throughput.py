@@ -19,7 +19,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from hydra.utils import get_class
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from shoplens.config import compose_config
@@ -82,11 +82,11 @@ def plain_loop(cfg, datamodule, num_classes, batches, warmup) -> float:
     module = EmbedderModule(OmegaConf.to_container(cfg, resolve=True), num_classes)
     model, loss_fn = module.embedder, module.loss
     groups = param_groups(
-        model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.optimizer.head_lr_multiplier
+        model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.head_lr_multiplier
     )
     if own := loss_fn.own_parameters():
         groups.append({"params": own, "lr": cfg.optimizer.lr})
-    optimizer = get_class(cfg.optimizer._target_)(groups, lr=cfg.optimizer.lr)
+    optimizer = instantiate(cfg.optimizer)(groups)  # the configured optimizer, all its kwargs
     model.train()
     images_seen, start = 0, None
     for i, (images, labels, _) in enumerate(datamodule.train_dataloader()):

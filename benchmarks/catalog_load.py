@@ -44,7 +44,7 @@ class Ledger:
         self.lock, self.added, self.removed = threading.Lock(), set(), set()
         self.errors = self.requests = 0
 
-    def missing(self, url: str, token: str) -> list[str]:
+    def missing(self, url: str) -> list[str]:
         """Acknowledged writes the server does not reflect (must be empty)."""
         wrong = []
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -136,7 +136,7 @@ def main() -> None:
         load = {
             "clients": args.clients, "seconds": args.seconds, "requests": ledger.requests,
             "errors": ledger.errors, "acknowledged_writes": len(ledger.added | ledger.removed),
-            "lost_after_restart": len(ledger.missing(url, token)),
+            "lost_after_restart": len(ledger.missing(url)),
             "rss_mb_first_10pct": float(np.mean(memory[:tenth])),
             "rss_mb_last_10pct": float(np.mean(memory[-tenth:])),
         }  # fmt: skip
@@ -158,7 +158,7 @@ def main() -> None:
             for t in threads:
                 t.join()
             server = start()  # raises if the service cannot start again
-            lost.append(len(ledger.missing(url, token)))
+            lost.append(len(ledger.missing(url)))
             print(f"cycle {cycle + 1}: acknowledged so far {len(ledger.added | ledger.removed)}, "
                   f"lost {lost[-1]}", flush=True)  # fmt: skip
         server.terminate()

@@ -4,6 +4,7 @@ champion in the workspace's SQLite store, then the index stage run on the tiny c
 from __future__ import annotations
 
 import io
+import socket
 from pathlib import Path
 
 import mlflow
@@ -36,6 +37,12 @@ def build_index(trained: list[str]):
     register.run(cfg)
     index.run(cfg)
     return args
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def png(image: Image.Image) -> bytes:

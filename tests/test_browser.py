@@ -9,14 +9,13 @@ reports/browser/search.png for a person to look at.
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from serving_helpers import build_index
+from serving_helpers import build_index, free_port
 
 from shoplens.config import compose_config
 
@@ -39,12 +38,6 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained):
     """uvicorn serving create_app(cfg) in a thread; yields (base URL, config)."""
@@ -52,7 +45,7 @@ def server(trained):
     from shoplens.serving.app import create_app
 
     cfg = compose_config(build_index(trained))
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(cfg), host="127.0.0.1", port=port, log_level="warning")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)

@@ -102,11 +102,6 @@ class CatalogJournal:
                 yield Change(seq_, op, product_id, category, path, model, vector)
             last = rows[-1][0]
 
-    @property
-    def last_seq(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0])
-
     def close(self) -> None:
         with self._lock:
             self._db.close()

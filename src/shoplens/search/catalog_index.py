@@ -253,7 +253,7 @@ class CatalogIndex:
         with self._lock.read():
             self.index.save(directory / VECTORS_DIR)
             self._table.to_parquet(directory / TABLE_FILE, index=False)
-            meta = {**self.meta, "images": len(self._table), "products": self.n_products}
+            meta = {**self.meta, "images": len(self), "products": self.n_products}
             (directory / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
 
     @classmethod

@@ -3,9 +3,10 @@
 Held apart from training on purpose. Products come from the *test* split only; scenes only
 from the *evaluation* backgrounds (real photographs training never reads); and the photos are
 made by this module, with Pillow and numpy, not by the training augmentation or its
-copy-paste (torch code in ``shoplens.data``), with effects training does not apply (gamma,
-directional light, sensor noise, vignetting). A model that only learned the training
-augmentation's look gains nothing here.
+copy-paste (torch code in ``shoplens.data``). Training simulates some of the same physics
+with its own code and draws (the localizer's scenes: gamma, uneven light, sensor noise; the
+embedder's crops: gamma), so what is held apart is the data, the backgrounds and the generator,
+not every kind of effect: vignetting and this module's exposure and blur models are its own.
 
 Each photo is one product of a known box and mask at a known scale, in one of four buckets:
 

@@ -39,6 +39,7 @@ def synthetic_catalog(root: Path, n: int, size: int, classes: int) -> Path:
             "path": ids, "product_id": ids, "category": [f"c{label}" for label in labels],
             "split": "train", "role": "", "group_id": np.arange(n), "label": labels,
             "cache_index": np.arange(n), "content_hash": ids, "phash": ids,
+            "cutout": "no mask in this synthetic catalog",
         }
     ).to_parquet(root / "manifest.parquet")  # fmt: skip
     (root / "categories.json").write_text(json.dumps([f"c{i}" for i in range(classes)]))
@@ -114,7 +115,10 @@ def main() -> None:
     parser.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides")
     args = parser.parse_args()
 
-    cfg = compose_config([f"data.batch_size={args.batch_size}", *args.overrides])
+    # One view per image and synthetic clutter: the default instance loss and copy-paste need a
+    # preprocessed catalog with masks and backgrounds, which this synthetic one does not have.
+    single_view = ["loss=cross_entropy", "augmentation=shopper_photo"]
+    cfg = compose_config([f"data.batch_size={args.batch_size}", *single_view, *args.overrides])
     with tempfile.TemporaryDirectory() as tmp:
         n = args.batch_size * (args.batches + 2)
         synthetic_catalog(Path(tmp), n, args.image_size + 16, classes=10)

@@ -153,6 +153,7 @@ def test_other_bad_requests(client):
     assert client.post("/search", data={"k": 3}).status_code == 422  # no image
     assert client.get("/products/nope/similar").status_code == 404
     assert client.get("/images/99999999").status_code == 404
+    assert client.get(f"/images/{2**63}").status_code == 422  # past int64: found by schemathesis
     bad = client.post(
         "/products",
         files={"image": ("x.png", noise_png(40), "image/png")},

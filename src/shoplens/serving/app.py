@@ -13,10 +13,10 @@ alongside an addition or a removal.
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
+from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from omegaconf import DictConfig
@@ -38,7 +38,9 @@ from shoplens.serving.schemas import (
 )
 from shoplens.serving.searcher import RegionHits, Searcher, UnknownCategory, UnknownProduct
 
-PAGE = Path(__file__).with_name("static") / "index.html"
+PAGE = FilePath(__file__).with_name("static") / "index.html"
+# Index ids are int64: a larger number is a 422, not an overflow deep in the index (schemathesis).
+ImageId = Annotated[int, Path(ge=0, le=2**63 - 1, description="an id from a search result")]
 
 
 def errors(*codes: int) -> dict:
@@ -184,7 +186,7 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
             **errors(404, *read_errors),
         },
     )
-    def image(s: SearcherDep, image_id: int) -> Response:
+    def image(s: SearcherDep, image_id: ImageId) -> Response:
         png = s.image_png(image_id)
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 

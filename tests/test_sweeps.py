@@ -103,7 +103,8 @@ def test_optuna_dashboard_reads_the_storage(three_trials, workspace):
 
 def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, overrides, tmp_path):
     args = [*_args(workspace, overrides, "resume", "hydra/sweeper=shoplens_optuna", LR)]
-    args.append("hydra.sweeper.n_trials=2")
+    # Four epochs a trial: the interrupt must land while trial 1 trains, not after it ended.
+    args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=4"]
     worker, storage = start_sweep(args, tmp_path / "first.log"), sqlite_url(workspace)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:

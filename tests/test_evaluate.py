@@ -17,6 +17,7 @@ from shoplens.config import compose_config
 from shoplens.data.augment import build_eval_transform
 from shoplens.data.catalog import read_catalog
 from shoplens.data.dataset import CachedImages
+from shoplens.evaluation.no_match import CALIBRATION_FILE, Calibration, calibrate
 from shoplens.evaluation.retrieval import map_at_r, recall_at_k
 from shoplens.models import build_embedder
 from shoplens.pipeline import evaluate
@@ -188,3 +189,51 @@ def test_the_benchmark_answers_with_the_closer_of_whole_photo_and_crop():
     np.testing.assert_array_equal(chosen.embeddings[0], whole[0])  # 1.0 > 0.8: the whole photo
     np.testing.assert_array_equal(chosen.embeddings[1], crop[1])  # 0.7 < 0.8: the crop
     np.testing.assert_allclose(crop[0], [0.6, 0.8, 0.0])  # the input is left as it was
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_no_match_threshold_keeps_the_target_share_and_reports_on_the_other_half():
+    """Query embeddings whose top score against a one-vector gallery is known exactly: the
+    in-catalog photos score 0.50..0.99, the out-of-catalog ones 0.30..0.79."""
+    rng = np.random.default_rng(0)
+    inside, outside = np.linspace(0.5, 0.99, 200), np.linspace(0.3, 0.79, 90)
+
+    def at_score(scores):  # unit vectors with cosine `scores` to the gallery's e0
+        return np.stack([scores, np.sqrt(1 - scores**2), np.zeros_like(scores)], axis=1)
+
+    calibration = Calibration(
+        at_score(rng.permutation(inside)), at_score(outside),
+        np.array(["scene", "face", "shape"] * 30), target_recall=0.9, seed=3,
+    )  # fmt: skip
+    gallery = np.array([[1.0, 0.0, 0.0]], np.float32)
+    result = calibrate(calibration, lambda q: (q @ gallery.T).max(axis=1))
+    threshold = result["match_threshold"]
+    assert 0.5 + 0.1 * 0.49 - 0.02 < threshold < 0.5 + 0.1 * 0.49 + 0.02  # the 10% quantile
+    assert result["in_catalog_recall"] == pytest.approx(0.9, abs=0.05)
+    assert result["false_match_rate"] == pytest.approx(np.mean(outside >= threshold), abs=0.1)
+    assert {"false_match_rate/scene", "false_match_rate/face", "false_match_rate/shape"} <= set(
+        result
+    )
+    assert 0.8 < result["auroc"] < 1.0  # overlapping scores: separable, not perfectly
+    apart = Calibration(at_score(inside), at_score(outside - 0.29), calibration.out_kinds, 0.9, 3)
+    assert calibrate(apart, lambda q: (q @ gallery.T).max(axis=1))["false_match_rate"] == 0.0
+    with pytest.raises(ValueError, match="target_recall"):
+        Calibration(calibration.in_catalog, calibration.out_of_catalog, apart.out_kinds, 1.5, 3)
+
+
+def test_evaluate_calibrates_no_match_and_saves_the_photos_it_used(evaluated):
+    cfg, metrics = evaluated
+    block = metrics["no_match"]
+    assert block["target_recall"] == cfg.evaluate.no_match_recall
+    assert block["out_of_catalog_photos"] == cfg.evaluate.photos.out_of_catalog
+    assert block["in_catalog_photos"] == cfg.evaluate.photos.photos
+    assert all(0.0 <= block[k] <= 1.0 for k in ("in_catalog_recall", "false_match_rate", "auroc"))
+    out = Path(cfg.paths.reports_dir) / "evaluate"
+    saved = Calibration.load(out / CALIBRATION_FILE)
+    assert saved.in_catalog.shape == (cfg.evaluate.photos.photos, cfg.model.embedding_dim)
+    assert np.allclose(np.linalg.norm(saved.out_of_catalog, axis=1), 1.0, atol=1e-4)
+    with Image.open(out / "no_match.png") as image:
+        assert image.format == "PNG"

@@ -40,6 +40,10 @@ def test_gate_decisions_and_reasons():
     assert again.promote and "already the champion" in again.reason
     noted = decide(Standing(6, 0.9, "d2"), Standing(1, 0.8, "d2", note="(re-measured)"), 0.005)
     assert noted.reason.endswith("(re-measured)")
+    # The champion's own networks registered again (now carrying no-match calibration): a tie
+    # on every number, yet it replaces the champion, or the new packaging would never serve.
+    repackaged = decide(Standing(7, 0.80, "d1"), champion, 0.005, same_networks=True)
+    assert repackaged.promote and "registered again" in repackaged.reason
 
 
 def test_gate_weighs_shopper_photos_against_catalog_shots():

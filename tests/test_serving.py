@@ -35,6 +35,7 @@ from serving_helpers import AUTH, build_index, free_port, new_product_photo, noi
 from shoplens.cli import main
 from shoplens.config import compose_config
 from shoplens.data.cache import open_cache
+from shoplens.evaluation.no_match import Calibration
 from shoplens.registry.champion import load_champion
 from shoplens.search import IndexModelMismatch
 from shoplens.serving.app import create_app
@@ -210,6 +211,29 @@ def test_narrowing_searches_only_the_classifiers_top_category(setup, catalog):
         results = _search(narrowed, photo, k=10).json()["results"]
     assert results and {r["category"] for r in results} == {top}
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+
+
+def test_no_confident_match_under_the_threshold_the_index_stage_chose(setup, client, catalog):
+    """The registered model carries evaluate's calibration photos; the index stage chose the
+    threshold on its own gallery from them; the service marks answers under it."""
+    _, cfg, model = setup
+    report = json.loads((Path(cfg.paths.reports_dir) / "index.json").read_text())
+    threshold = report["no_match/match_threshold"]
+    calibration = Calibration.load(model.calibration_path)
+    assert len(calibration.in_catalog) == cfg.evaluate.photos.photos
+    assert len(calibration.out_of_catalog) == cfg.evaluate.photos.out_of_catalog
+    assert client.get("/health").json()["match_threshold"] == pytest.approx(threshold)
+    photo = Path(catalog.iloc[0]["path"]).read_bytes()  # a catalog shot: its own photo scores 1
+    body = _search(client, photo, k=3).json()
+    assert body["match"] is (body["results"][0]["score"] >= threshold)
+    assert body["match_threshold"] == pytest.approx(threshold)
+    searcher = client.app.state.searcher
+    searcher.index.meta["match_threshold"] = 1.5  # above any cosine: nothing matches
+    try:
+        unsure = _search(client, photo, k=3).json()
+    finally:
+        searcher.index.meta["match_threshold"] = threshold
+    assert unsure["match"] is False and len(unsure["results"]) == 3  # still shown, marked
 
 
 def test_approximate_index_reports_recall_against_exact(setup, tmp_path):

@@ -15,6 +15,12 @@ from shoplens.config import compose_config
 from shoplens.data.backgrounds import EVAL, POOL_FILE, TRAIN, PoolSettings, build_pool, read_pool
 from shoplens.data.catalog import read_manifest
 from shoplens.data.cutout import CutoutSettings, product_mask
+from shoplens.evaluation.out_of_catalog import (
+    KINDS,
+    make_out_of_catalog,
+    read_out_of_catalog,
+    read_out_of_catalog_photo,
+)
 from shoplens.evaluation.shopper_photos import (
     BUCKETS,
     DISTRACTOR,
@@ -134,3 +140,27 @@ def test_benchmark_is_reproducible(workspace, tmp_path):
     pd.testing.assert_frame_equal(first, second)
     for name in first["photo"]:
         assert read_photo(tmp_path / "1", name) == read_photo(tmp_path / "2", name)
+
+
+def test_out_of_catalog_photos_show_no_product_on_evaluation_backgrounds_only(benchmark):
+    cfg, _ = benchmark
+    table = read_out_of_catalog(cfg.paths.shopper_photos_dir)
+    assert len(table) == cfg.evaluate.photos.out_of_catalog
+    assert set(table["kind"]) == set(KINDS)
+    pool = pd.read_csv(f"{cfg.paths.backgrounds_dir}/{POOL_FILE}")
+    assert set(table["background"]) <= set(pool.loc[pool["split"] == EVAL, "name"])
+    for row in table.itertuples():
+        data = read_out_of_catalog_photo(cfg.paths.shopper_photos_dir, row.photo)
+        with Image.open(io.BytesIO(data)) as photo:
+            assert photo.format == "JPEG" and photo.size == (row.width, row.height)
+
+
+def test_out_of_catalog_photos_are_reproducible_and_differ_by_kind(tmp_path):
+    scenes = {"a": np.asarray(pattern(5, (160, 120)))}
+    settings = BenchmarkSettings(frame_side=(80, 120), small_side=(48, 64))
+    first = make_out_of_catalog(scenes, tmp_path / "1", settings, photos=6)
+    second = make_out_of_catalog(scenes, tmp_path / "2", settings, photos=6)
+    pd.testing.assert_frame_equal(first, second)
+    photos = [read_out_of_catalog_photo(tmp_path / "1", n) for n in first["photo"]]
+    assert photos == [read_out_of_catalog_photo(tmp_path / "2", n) for n in first["photo"]]
+    assert len(set(photos)) == len(photos)

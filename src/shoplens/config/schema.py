@@ -133,6 +133,8 @@ class EvaluateConfig:
     ks: list[int] = MISSING  # Recall@K of clean queries
     gallery_queries: int = MISSING  # rows in the retrieval-gallery figure
     photos: BenchmarkSettings = MISSING  # the shopper-photo benchmark
+    # Share of in-catalog shopper photos the "no confident match" threshold keeps as matches.
+    no_match_recall: float = MISSING
 
 
 @dataclass

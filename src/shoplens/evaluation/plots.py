@@ -146,3 +146,25 @@ def retrieval_rows(
         ]
         rows.append((query_image(position), categories[label], results))
     return rows
+
+
+def save_no_match_curve(
+    recall: np.ndarray, false_matches: np.ndarray, chosen: dict[str, float], path: Path
+) -> Path:
+    """In-catalog photos kept as matches vs out-of-catalog photos let through, over every
+    threshold; the chosen threshold marked: what a team looks at to move ``target_recall``."""
+    figure = _figure(5.5, 4.5)
+    ax = figure.add_subplot()
+    ax.plot(false_matches, recall, color="#4575b4")
+    ax.scatter(
+        [chosen["false_match_rate"]], [chosen["in_catalog_recall"]], color=MISS, zorder=3,
+        label=f"threshold {chosen['match_threshold']:.3f} (AUROC {chosen['auroc']:.2f})",
+    )  # fmt: skip
+    ax.set_xlabel("false-match rate (out-of-catalog photos answered as matches)")
+    ax.set_ylabel("in-catalog recall (shopper photos kept as matches)")
+    ax.set_title("no confident match: top-1 score threshold")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path

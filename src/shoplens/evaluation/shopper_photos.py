@@ -61,6 +61,9 @@ class BenchmarkSettings:
     small_side: tuple[int, int] = (64, 112)  # longer side of a thumbnail
     rotation: float = 25.0  # degrees either way
     jpeg_quality: tuple[int, int] = (35, 92)
+    # Photos of things the shop does not sell (shoplens.evaluation.out_of_catalog), for the
+    # "no confident match" threshold.
+    out_of_catalog: int = 300
 
 
 @dataclass
@@ -78,13 +81,13 @@ def cut_out(image: np.ndarray, mask: np.ndarray) -> Cutout:
     return Cutout(image[y0:y1, x0:x1], mask[y0:y1, x0:x1].astype(np.float32) / 255)
 
 
-def _frame(rng: np.random.Generator, side: tuple[int, int]) -> tuple[int, int]:
+def frame_size(rng: np.random.Generator, side: tuple[int, int]) -> tuple[int, int]:
     longer = int(rng.integers(side[0], side[1] + 1))
     aspect = rng.choice([1.0, 4 / 3, 3 / 4, 16 / 9, 9 / 16])
     return (longer, round(longer / aspect)) if aspect >= 1 else (round(longer * aspect), longer)
 
 
-def _scene(rng: np.random.Generator, photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def scene_crop(rng: np.random.Generator, photo: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A random crop of a background photograph at the frame's aspect, resized to it."""
     w, h = size
     ph, pw = photo.shape[:2]
@@ -102,14 +105,14 @@ def _scene(rng: np.random.Generator, photo: np.ndarray, size: tuple[int, int]) -
     return np.asarray(scene, dtype=np.float32)
 
 
-def _tint(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def tint(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A colour cast of the light on the product (the white balance the camera did not fix):
     mild, so the photographed product is still the catalog's product, not a recoloured one."""
     cast = 1 + rng.uniform(-0.2, 0.2, 3)
     return np.clip(rgb.astype(np.float32) * cast / cast.mean(), 0, 255)
 
 
-def _place(cut: Cutout, longer_side: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
+def place_cutout(cut: Cutout, longer_side: float, angle: float) -> tuple[np.ndarray, np.ndarray]:
     """Resize the cut-out so its longer side is ``longer_side`` px, rotate it; RGB and alpha."""
     h, w = cut.alpha.shape
     scale = longer_side / max(h, w)
@@ -125,7 +128,7 @@ def _place(cut: Cutout, longer_side: float, angle: float) -> tuple[np.ndarray, n
     return np.asarray(rgb, dtype=np.float32), np.asarray(alpha, dtype=np.float32) / 255
 
 
-def _position(
+def free_position(
     rng: np.random.Generator, frame: tuple[int, int], size: tuple[int, int], avoid=None
 ) -> tuple[int, int] | None:
     """A free top-left corner inside the frame, not overlapping the ``avoid`` box."""
@@ -141,7 +144,7 @@ def _position(
     return None
 
 
-def _paste(scene, mask, rgb, alpha, xy, value) -> tuple[int, int, int, int]:
+def paste_cutout(scene, mask, rgb, alpha, xy, value) -> tuple[int, int, int, int]:
     """Alpha-composite onto the scene in place; returns the product's tight box."""
     x, y = xy
     h, w = alpha.shape
@@ -154,7 +157,7 @@ def _paste(scene, mask, rgb, alpha, xy, value) -> tuple[int, int, int, int]:
     return int(x + xs.min()), int(y + ys.min()), int(x + xs.max() + 1), int(y + ys.max() + 1)
 
 
-def _camera(scene: np.ndarray, rng: np.random.Generator, quality: tuple[int, int]) -> bytes:
+def photograph(scene: np.ndarray, rng: np.random.Generator, quality: tuple[int, int]) -> bytes:
     """Light, lens and sensor: exposure, gamma, directional light, vignetting, white balance,
     noise, focus blur, then the JPEG an upload is."""
     h, w = scene.shape[:2]
@@ -185,30 +188,30 @@ def compose_photo(
     distractor: Cutout | None = None,
 ) -> tuple[bytes, np.ndarray, dict]:
     """One shopper photo: JPEG bytes, the instance mask and the ground-truth record."""
-    frame = _frame(rng, settings.small_side if bucket.small else settings.frame_side)
-    scene = _scene(rng, background, frame)
+    frame = frame_size(rng, settings.small_side if bucket.small else settings.frame_side)
+    scene = scene_crop(rng, background, frame)
     mask = np.zeros(scene.shape[:2], np.uint8)
     short = min(frame)
     scale = rng.uniform(*bucket.scale)
-    rgb, alpha = _place(
-        Cutout(_tint(product.rgb, rng), product.alpha),
+    rgb, alpha = place_cutout(
+        Cutout(tint(product.rgb, rng), product.alpha),
         scale * short,
         rng.uniform(-settings.rotation, settings.rotation),
     )
-    xy = _position(rng, frame, alpha.shape[::-1])
-    box = _paste(scene, mask, rgb, alpha, xy, PRODUCT)
+    xy = free_position(rng, frame, alpha.shape[::-1])
+    box = paste_cutout(scene, mask, rgb, alpha, xy, PRODUCT)
     record = {"bucket": bucket.name, "width": frame[0], "height": frame[1], "box": box}
     record["scale"] = max(box[2] - box[0], box[3] - box[1]) / short
     if distractor is not None:
-        d_rgb, d_alpha = _place(
-            Cutout(_tint(distractor.rgb, rng), distractor.alpha),
+        d_rgb, d_alpha = place_cutout(
+            Cutout(tint(distractor.rgb, rng), distractor.alpha),
             scale * short * rng.uniform(0.45, 0.75),
             rng.uniform(-settings.rotation, settings.rotation),
         )
-        d_xy = _position(rng, frame, d_alpha.shape[::-1], avoid=box)
+        d_xy = free_position(rng, frame, d_alpha.shape[::-1], avoid=box)
         if d_xy is not None:
-            record["distractor_box"] = _paste(scene, mask, d_rgb, d_alpha, d_xy, DISTRACTOR)
-    return _camera(scene, rng, settings.jpeg_quality), mask, record
+            record["distractor_box"] = paste_cutout(scene, mask, d_rgb, d_alpha, d_xy, DISTRACTOR)
+    return photograph(scene, rng, settings.jpeg_quality), mask, record
 
 
 def assign_buckets(n: int, rng: np.random.Generator) -> list[Bucket]:

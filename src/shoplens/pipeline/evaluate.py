@@ -39,7 +39,14 @@ from shoplens.data.catalog import (
     read_catalog,
 )
 from shoplens.evaluation import plots
-from shoplens.evaluation.photo_benchmark import Variant, run_benchmark
+from shoplens.evaluation.no_match import (
+    CALIBRATION_FILE,
+    Calibration,
+    calibrate,
+    recall_and_false_matches,
+)
+from shoplens.evaluation.out_of_catalog import read_out_of_catalog, read_out_of_catalog_photo
+from shoplens.evaluation.photo_benchmark import Answers, Variant, run_benchmark
 from shoplens.evaluation.photo_plots import save_search_gallery
 from shoplens.evaluation.report import Comparison, compare, mlflow_metrics
 from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
@@ -74,6 +81,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     # Until this run finishes, register must not pair the old metrics with a new checkpoint.
     (out_dir / "evaluated.json").unlink(missing_ok=True)
+    (out_dir / CALIBRATION_FILE).unlink(missing_ok=True)
     manifest, categories = read_catalog(catalog_dir)
     test = manifest[manifest[SPLIT] == "test"].reset_index(drop=True)
     is_query = test[ROLE] == QUERY
@@ -97,7 +105,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     cache = open_cache(catalog_dir / CACHE_FILE)
     galleries = {name: _embed_test(p, cache, test, name) for name, p in pipelines.items()}
     metrics = _clean(cfg, test, categories, galleries, out_dir)
-    metrics["shopper_photos"] = _photos(cfg, test, pipelines, galleries, cache, out_dir)
+    metrics["shopper_photos"], answers = _photos(cfg, test, pipelines, galleries, cache, out_dir)
+    metrics["no_match"] = _no_match(cfg, pipelines["finetuned"], galleries, answers, out_dir)
     (Path(cfg.paths.reports_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     evaluated = {  # what register checks: these metrics belong to this checkpoint and data
         "checkpoint": str(checkpoint),
@@ -176,7 +185,47 @@ def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path)
             if b != "localization"
         ]
     ).to_csv(out_dir / "shopper_photos.csv", index=False)
-    return metrics
+    return metrics, answers
+
+
+def _no_match(cfg, tuned: QueryPipeline, galleries, answers, out_dir: Path) -> dict:
+    """The "no confident match" threshold against the test gallery, and the calibration
+    photos' query embeddings for the index stage to choose the served gallery's threshold
+    (:mod:`shoplens.evaluation.no_match` says why both)."""
+    photo_dir = Path(cfg.paths.shopper_photos_dir)
+    table = read_out_of_catalog(photo_dir)
+    if table is None:
+        raise FileNotFoundError(
+            f"no out-of-catalog photos in {photo_dir}: run `shoplens shopper_photos` again"
+        )
+    gallery = galleries["finetuned"].embeddings
+    searched = answers["pipeline" if tuned.can_localize else "finetuned_frame"]
+    results = []
+    for start in tqdm(range(0, len(table), 32), desc="out-of-catalog photos", unit="batch"):
+        names = table["photo"].iloc[start : start + 32]
+        results += tuned.query_batch([read_out_of_catalog_photo(photo_dir, n) for n in names])
+    foreign = Answers(np.stack([r.embeddings[0] for r in results]), results)
+    calibration = Calibration(
+        searched.embeddings,
+        foreign.closer_of_whole_and_crop(gallery).embeddings,
+        table["kind"].to_numpy(str),
+        float(cfg.evaluate.no_match_recall),
+        int(cfg.seed),
+    )
+    calibration.save(out_dir / CALIBRATION_FILE)
+
+    def top_score(queries: np.ndarray) -> np.ndarray:
+        return (queries @ gallery.T).max(axis=1)
+
+    result = calibrate(calibration, top_score)
+    recall, false_matches = recall_and_false_matches(calibration, top_score)
+    plots.save_no_match_curve(recall, false_matches, result, out_dir / "no_match.png")
+    log.info(
+        "no confident match below %.3f: keeps %.2f of in-catalog photos, passes %.2f of "
+        "out-of-catalog ones (test gallery)",
+        result["match_threshold"], result["in_catalog_recall"], result["false_match_rate"],
+    )  # fmt: skip
+    return result
 
 
 def _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir: Path) -> None:

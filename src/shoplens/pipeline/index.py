@@ -7,6 +7,10 @@ what the approximation costs on this catalog, not on the benchmark's synthetic o
 ``search.recall_queries`` embeddings are held out, the index is built from the rest and
 compared with exact search on them, then the held-out photos are added (no second build).
 ``images.parquet`` maps index ids to cache rows so the service can show catalog photos.
+
+The "no confident match" threshold is chosen here, against the gallery the service searches
+(a cosine threshold depends on it: :mod:`shoplens.evaluation.no_match`), from the calibration
+photos the registered model carries; it goes into the index meta, its rates into index.json.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tqdm import tqdm
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CATEGORY, PATH, PRODUCT_ID, read_manifest
+from shoplens.evaluation.no_match import Calibration, calibrate
 from shoplens.registry.champion import LoadedModel, load_champion
 from shoplens.search import CatalogIndex, IndexConfig, create_index, recall_against_exact
 from shoplens.tracking import configure_mlflow
@@ -41,6 +46,26 @@ def embed_cache(model: LoadedModel, cache: np.ndarray, rows: np.ndarray, batch: 
     for start in tqdm(range(0, len(rows), batch), desc="embedding catalog", unit="batch"):
         parts.append(model.embed(np.asarray(cache[rows[start : start + batch]])))
     return np.concatenate(parts)
+
+
+def _no_match(model: LoadedModel, catalog: CatalogIndex) -> dict[str, float]:
+    """The threshold and its rates on this index, or nothing for a model without calibration
+    photos (registered before them): its answers are then never marked."""
+    if model.calibration_path is None:
+        log.warning("%s v%s has no no-match calibration: results are never marked",
+                    model.name, model.version)  # fmt: skip
+        return {}
+
+    def top_score(queries: np.ndarray) -> np.ndarray:
+        return catalog.index.search(queries, 1)[0][:, 0]
+
+    result = calibrate(Calibration.load(model.calibration_path), top_score)
+    log.info(
+        "no confident match below %.3f on this index: keeps %.2f of in-catalog photos, "
+        "passes %.2f of out-of-catalog ones",
+        result["match_threshold"], result["in_catalog_recall"], result["false_match_rate"],
+    )  # fmt: skip
+    return result
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -73,6 +98,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         ids = np.concatenate([ids, catalog.add_products(table.iloc[hold], vectors[hold])])
 
+    no_match = _no_match(model, catalog)
+    if no_match:
+        catalog.meta["match_threshold"] = no_match["match_threshold"]
     out.mkdir(parents=True, exist_ok=True)
     catalog.save(out)
     pd.DataFrame({"id": ids, CACHE_INDEX: rows[np.concatenate([rest, hold])]}).to_parquet(
@@ -86,6 +114,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "products": catalog.n_products,
         "recall_queries": int(n_held),
         **metrics,
+        **{f"no_match/{k}": v for k, v in no_match.items()},
         "seconds": round(time.perf_counter() - started, 1),
     }
     reports = Path(cfg.paths.reports_dir)

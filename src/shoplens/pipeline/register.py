@@ -28,14 +28,17 @@ from PIL import Image
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, read_catalog
 from shoplens.data.dedup import content_hash
+from shoplens.evaluation.no_match import CALIBRATION_FILE
 from shoplens.pipeline.query_setup import load_localizer, torch_pipeline
 from shoplens.registry.export import log_query_model
 from shoplens.registry.gate import CHAMPION, Standing, decide
 from shoplens.registry.localizer import register_localizer
 from shoplens.registry.versions import (
+    CALIBRATED_TAG,
     CHECKPOINT_TAG,
     DATA_TAG,
     LOCALIZER_TAG,
+    NETWORK_TAGS,
     SPEC_TAG,
     aliases,
     apply_decision,
@@ -113,10 +116,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
     identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha,
                 SPEC_TAG: content_hash(spec.encode())}  # fmt: skip
+    calibration = reports / "evaluate" / CALIBRATION_FILE
+    if calibration.is_file():
+        identity[CALIBRATED_TAG] = "1"
     existing = find_version(client, name, identity)
     if existing is None:
         tags = {**identity, **measured}
-        version = _log_and_register(cfg, client, module, pipeline, localizer, tags)
+        version = _log_and_register(cfg, client, module, pipeline, localizer, tags, calibration)
     else:
         version = int(existing.version)
         for key, value in measured.items():
@@ -125,8 +131,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     current = aliases(client, name)
     previous = current.get(CHAMPION)
-    champion = None
+    champion, same_networks = None, False
     if previous is not None:
+        held = client.get_model_version(name, str(previous)).tags
+        same_networks = all(held.get(tag) == identity[tag] for tag in NETWORK_TAGS)
         champion = champion_standing(
             client, name, previous, data, Path(cfg.paths.catalog_dir),
             Path(cfg.paths.shopper_photos_dir),
@@ -135,7 +143,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     candidate = Standing(version, recall, data, photo=photo)
     decision = decide(
         candidate, champion, float(cfg.registry.margin),
-        tolerance=float(cfg.registry.tolerance),
+        tolerance=float(cfg.registry.tolerance), same_networks=same_networks,
     )  # fmt: skip
     apply_decision(client, name, version, decision, current)
     result = {
@@ -163,7 +171,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def _log_and_register(cfg, client: MlflowClient, module, pipeline, localizer, tags: dict) -> int:
+def _log_and_register(
+    cfg, client: MlflowClient, module, pipeline, localizer, tags: dict, calibration: Path
+) -> int:
     """Log the query-pipeline pyfunc to the embedder's training run and register a version."""
     checkpoint = cfg.evaluate.checkpoint
     _, categories = read_catalog(cfg.paths.catalog_dir)
@@ -173,8 +183,9 @@ def _log_and_register(cfg, client: MlflowClient, module, pipeline, localizer, ta
     )
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         model = log_query_model(
-            module.embedder, localizer, pipeline.spec, categories, example, Path(tmp)
-        )
+            module.embedder, localizer, pipeline.spec, categories, example, Path(tmp),
+            calibration=calibration if calibration.is_file() else None,
+        )  # fmt: skip
     # The code the model was trained with: the training run's commit, not today's.
     commit = client.get_run(run_id).data.tags.get("mlflow.source.git.commit") or git_commit()
     tags = {**tags, "shoplens.git_commit": commit, "shoplens.train_run_id": run_id}

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from shoplens.data.backgrounds import EVAL, read_pool
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CUTOUT, MASKS_FILE, SPLIT, read_manifest
+from shoplens.evaluation.out_of_catalog import make_out_of_catalog, read_out_of_catalog_photo
 from shoplens.evaluation.photo_plots import save_photo_grid
 from shoplens.evaluation.shopper_photos import BenchmarkSettings, make_benchmark, read_photo
 
@@ -40,7 +41,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     images = open_cache(catalog_dir / CACHE_FILE)
     masks = np.load(catalog_dir / MASKS_FILE, mmap_mode="r")
     backgrounds = read_pool(cfg.paths.backgrounds_dir, EVAL)
-    table = make_benchmark(products, images, masks, backgrounds, out, settings(cfg))
+    photos = settings(cfg)
+    table = make_benchmark(products, images, masks, backgrounds, out, photos)
+    foreign = make_out_of_catalog(backgrounds, out, photos, photos.out_of_catalog)
     sample = table.groupby("bucket", sort=False).head(4)
     save_photo_grid(
         [read_photo(out, name) for name in sample["photo"]],
@@ -49,8 +52,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         reports / "preview.png",
         "shopper-photo benchmark: test products on evaluation backgrounds (box: ground truth)",
     )
+    sample = foreign.groupby("kind", sort=False).head(4)
+    save_photo_grid(
+        [read_out_of_catalog_photo(out, name) for name in sample["photo"]],
+        [[] for _ in range(len(sample))],
+        [f"{r.kind} ({r.background})" for r in sample.itertuples()],
+        reports / "out_of_catalog.png",
+        "out-of-catalog photos: things the shop does not sell, on evaluation backgrounds",
+    )
     summary = {
         "photos": len(table),
+        "out_of_catalog_photos": len(foreign),
         "products": int(table["product_id"].nunique()),
         **{f"photos_{b}": int(n) for b, n in table["bucket"].value_counts().items()},
     }

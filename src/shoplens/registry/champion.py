@@ -44,6 +44,11 @@ class LoadedModel:
         return list(self.python_model.categories)
 
     @property
+    def calibration_path(self) -> str | None:
+        """evaluate's no-match calibration (query embeddings) shipped in the model, if any."""
+        return getattr(self.python_model, "calibration_path", None)
+
+    @property
     def embedding_dim(self) -> int:
         return int(self.pipeline.spec.embedder.embedding_dim)
 

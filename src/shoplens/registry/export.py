@@ -64,8 +64,11 @@ def export_artifacts(
     spec: QuerySpec,
     categories: Sequence[str],
     out_dir: Path,
+    calibration: Path | None = None,
 ) -> dict[str, str]:
-    """Write the pyfunc model's artifacts into ``out_dir``; returns MLflow's artifacts dict."""
+    """Write the pyfunc model's artifacts into ``out_dir``; returns MLflow's artifacts dict.
+    ``calibration``: evaluate's no-match calibration photos as query embeddings
+    (:mod:`shoplens.evaluation.no_match`), for the index stage to set the served threshold."""
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts = {
         "embedder": export_program(
@@ -78,6 +81,8 @@ def export_artifacts(
         artifacts["localizer"] = export_program(
             localizer, spec.localizer.input_size, out_dir / "localizer.pt2"
         )
+    if calibration is not None:
+        artifacts["calibration"] = calibration
     (out_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     (out_dir / "categories.json").write_text(json.dumps(list(categories), indent=2) + "\n")
     return {name: str(path) for name, path in artifacts.items()}
@@ -112,9 +117,10 @@ def log_query_model(
     input_example: bytes,
     workdir: Path,
     name: str = "query_pipeline",
+    calibration: Path | None = None,
 ) -> ModelInfo:
     """Log the pyfunc model to the active run; returns its ModelInfo (``model_uri``)."""
-    artifacts = export_artifacts(embedder, localizer, spec, categories, workdir)
+    artifacts = export_artifacts(embedder, localizer, spec, categories, workdir, calibration)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(MODEL_CODE),

@@ -63,8 +63,11 @@ def decide(
     margin: float,
     names: tuple[str, str] = NAMES,
     tolerance: float | None = None,
+    same_networks: bool = False,
 ) -> Decision:
-    """Champion if there is none, if the candidate already is it, or if it wins as above.
+    """Champion if there is none, if the candidate already is it, if it is the champion's
+    networks and query pipeline re-registered (``same_networks``: only its packaging changed,
+    e.g. it now carries no-match calibration), or if it wins as above.
     ``names``: what the primary and the photo number are (the localizer's gate passes its own)."""
     v = candidate.version
     tolerance = margin if tolerance is None else tolerance
@@ -73,6 +76,12 @@ def decide(
         return Decision(True, f"no champion yet: v{v} ({mine}) becomes champion")
     if champion.version == v:
         return Decision(True, f"v{v} is already the champion ({mine})")
+    if same_networks:
+        return Decision(
+            True,
+            f"v{v} holds champion v{champion.version}'s checkpoints and query pipeline, "
+            f"registered again with new artifacts ({mine}): v{v} becomes champion",
+        )
     note = f" {champion.note}" if champion.note else ""
     versus = f"v{v} {mine} vs champion v{champion.version} {_describe(champion, names)}"
     recall = round(candidate.recall - champion.recall, 9)

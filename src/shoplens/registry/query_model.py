@@ -8,7 +8,9 @@ installed. Artifacts (written by :mod:`shoplens.registry.export`):
 
 * ``embedder``: ``torch.export`` program, normalised ``(N, 3, S, S)`` -> (embedding[, logits]);
 * ``localizer`` (optional): ``torch.export`` program, ``(N, 3, L, L)`` -> mask logits;
-* ``spec``: the :class:`~shoplens.query.QuerySpec` as JSON; ``categories``: JSON list.
+* ``spec``: the :class:`~shoplens.query.QuerySpec` as JSON; ``categories``: JSON list;
+* ``calibration`` (optional): evaluate's no-match calibration photos as query embeddings,
+  from which the index stage sets the served catalog's "no confident match" threshold.
 
 ``predict`` takes shoppers' photos, a DataFrame with a binary ``image`` column of encoded
 files (JPEG, PNG, ...), and returns one row per photo: ``embedding``, ``logits``, ``box`` (the
@@ -42,6 +44,7 @@ class ShoplensQueryModel(mlflow.pyfunc.PythonModel):
         localizer = _program(artifacts["localizer"]) if "localizer" in artifacts else None
         self.pipeline = QueryPipeline(spec, _program(artifacts["embedder"]), localizer)
         self.categories = json.loads(Path(artifacts["categories"]).read_text())
+        self.calibration_path = artifacts.get("calibration")
 
     @property
     def spec(self) -> QuerySpec:

@@ -46,6 +46,8 @@ def search(
             "model_version": searcher.model.version,
             "localized": answer.localized,
             "note": answer.note,
+            "match": answer.match,
+            "match_threshold": answer.match_threshold,
             "box": list(answer.searched.box) if answer.searched.box else None,
             "results": [asdict(h) for h in answer.searched.hits],
             "products": [
@@ -57,6 +59,11 @@ def search(
         return 0
     name = f"{searcher.model.name} v{searcher.model.version}"
     print(f"{photo} ({answer.width}x{answer.height}), {name}")
+    if answer.match is False:
+        print(
+            f"no confident match: the best score is under {answer.match_threshold:.4f}; the "
+            "shop probably does not sell this (closest products anyway:)"
+        )
     for region in regions:
         where = f"product at {region.box}" if region.box else f"whole photo ({answer.note})"
         print(f"{len(region.hits)} products like the {where}")

@@ -32,6 +32,14 @@ class SearchResponse(BaseModel):
     height: int
     localized: bool = Field(description="a product was found and its crop searched")
     note: str = Field(description="why the whole photo was searched, when it was")
+    match: bool | None = Field(
+        description="false: no confident match, the best score is under match_threshold (the "
+        "shop probably does not sell what was photographed; results are still listed); "
+        "null: this index has no calibrated threshold"
+    )
+    match_threshold: float | None = Field(
+        description="the top score below which a photo has no confident match"
+    )
     searched: Region = Field(description="the region the results belong to (the main product)")
     results: list[Hit] = Field(description="the searched region's results")
     products: list[Region] = Field(
@@ -63,6 +71,7 @@ class Health(BaseModel):
     localizer: bool = Field(description="the model localizes products in photos")
     index_kind: str
     index_size: int
+    match_threshold: float | None = Field(description="no confident match below this score")
     products: int
     categories: list[str]
 

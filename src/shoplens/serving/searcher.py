@@ -59,6 +59,10 @@ class PhotoAnswer:
     note: str
     searched: RegionHits
     products: list[RegionHits]
+    # False: the best score is under the index's "no confident match" threshold (the shop
+    # probably does not sell what was photographed). None: the index has no threshold.
+    match: bool | None = None
+    match_threshold: float | None = None
 
 
 class Searcher:
@@ -138,7 +142,17 @@ class Searcher:
                 note = (
                     "the whole photo matched closer than the product's crop (a catalog-like shot)"
                 )
-        return PhotoAnswer(result.width, result.height, localized, note, main, products)
+        threshold = self.match_threshold
+        match = None if threshold is None else bool(main.hits and main.hits[0].score >= threshold)
+        return PhotoAnswer(
+            result.width, result.height, localized, note, main, products, match, threshold
+        )
+
+    @property
+    def match_threshold(self) -> float | None:
+        """Chosen by the index stage on this index (shoplens.evaluation.no_match)."""
+        value = self.index.meta.get("match_threshold")
+        return None if value is None else float(value)
 
     def search(self, data: bytes, k: int, category: str | None = None) -> list[ProductHit]:
         return self.answer(data, k, category).searched.hits
@@ -212,6 +226,7 @@ class Searcher:
             "localizer": self.pipeline.can_localize,
             "index_kind": self.index.meta["index_kind"],
             "index_size": len(self.index),
+            "match_threshold": self.match_threshold,
             "products": self.index.n_products,
             "categories": self.categories,
         }

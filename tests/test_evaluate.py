@@ -21,6 +21,8 @@ from shoplens.evaluation.no_match import CALIBRATION_FILE, Calibration, calibrat
 from shoplens.evaluation.retrieval import map_at_r, recall_at_k
 from shoplens.models import build_embedder
 from shoplens.pipeline import evaluate
+from shoplens.registry.onnx_export import FILES
+from shoplens.tracking.runs import checkpoint_sha256
 
 RETRIEVAL = {"recall@1", "recall@5", "recall@10", "map_at_r"}
 VARIANTS = {"baseline_frame", "finetuned_frame", "oracle_box", "oracle_mask"}
@@ -237,3 +239,14 @@ def test_evaluate_calibrates_no_match_and_saves_the_photos_it_used(evaluated):
     assert np.allclose(np.linalg.norm(saved.out_of_catalog, axis=1), 1.0, atol=1e-4)
     with Image.open(out / "no_match.png") as image:
         assert image.format == "PNG"
+
+
+def test_evaluate_measures_the_onnx_graphs_it_checked_against_torch(evaluated):
+    cfg, _ = evaluated
+    record = json.loads((Path(cfg.paths.reports_dir) / "evaluate" / "evaluated.json").read_text())
+    assert record["runtime"] == "onnx" and record["onnx"]["status"] == "ok"
+    differences = record["onnx"]["max_difference"]
+    assert "embedding" in differences and max(differences.values()) <= cfg.query.onnx_tolerance
+    for name, sha in record["onnx"]["sha256"].items():
+        path = Path(cfg.paths.artifacts_dir) / "onnx" / FILES[name]
+        assert checkpoint_sha256(path) == sha

@@ -14,6 +14,7 @@ import torch
 
 from shoplens.config import compose_config
 from shoplens.pipeline import evaluate, register
+from shoplens.registry.champion import load_champion
 from shoplens.registry.gate import Standing, decide
 from shoplens.registry.versions import DATA_TAG
 from shoplens.tracking.runs import checkpoint_sha256
@@ -210,3 +211,30 @@ def test_the_registered_pipeline_runs_without_shoplens_and_embeds_like_search(st
     expected = np.stack([r.embeddings[0] for r in local])
     np.testing.assert_allclose(np.array(out["embedding"]), expected, atol=1e-5)
     assert set(out["note"]) == {"localization is off"}  # no localizer in these tests
+
+
+def test_a_version_whose_onnx_export_disagrees_is_registered_but_not_promoted(stage):
+    """It would win on Recall@1; the export evaluate checked disagreed with torch, so it may
+    not serve: challenger, with the reason on the version. The champion ships ONNX graphs."""
+    client = mlflow.MlflowClient()
+    cfg = compose_config(stage)
+    if "champion" not in _registry()[0]:
+        register.run(cfg)
+    champion = str(_registry()[0]["champion"])
+    assert load_champion(NAME).python_model.runtime == "onnx"  # the default where graphs ship
+    assert load_champion(NAME, runtime="torch").python_model.runtime == "torch"
+    cfg = _as_evaluated(stage, 9, recall=0.999)
+    path = Path(cfg.paths.reports_dir) / "evaluate" / "evaluated.json"
+    evaluated = json.loads(path.read_text())
+    evaluated["onnx"] = {"status": "failed", "reason": "embedding by 0.31 (tolerance 0.0001)"}
+    # (an earlier test left another whole-photo rule in the file)
+    evaluated["query_spec"]["whole_frame_above"] = cfg.query.whole_frame_above
+    path.write_text(json.dumps(evaluated))
+    result = register.run(cfg)
+    assert (result["decision"], result["promoted"]) == ("challenger", 0)
+    assert "not promoted" in result["reason"] and "embedding by 0.31" in result["reason"]
+    tags = client.get_model_version(NAME, str(result["version"])).tags
+    assert tags["shoplens.gate.decision"] == "challenger" and "onnx" not in tags.get(
+        "shoplens.packaging", ""
+    )
+    assert str(_registry()[0]["champion"]) == champion

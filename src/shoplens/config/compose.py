@@ -21,7 +21,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from shoplens.config.schema import ShoplensConfig
+from shoplens.config.schema import CHOICES, ShoplensConfig
 from shoplens.project import CONFIG_NAME, repo_root
 
 
@@ -50,6 +50,11 @@ def validate(cfg: DictConfig) -> DictConfig:
     # The schema states no values: a key conf/ (or params.yaml) lacks stays "???".
     if missing := sorted(OmegaConf.missing_keys(typed)):
         raise ConfigError(f"invalid configuration: no value for {', '.join(missing)}")
+    for key, allowed in CHOICES.items():
+        if (value := OmegaConf.select(typed, key)) not in allowed:
+            raise ConfigError(
+                f"invalid configuration: {key} must be one of {allowed}, got {value!r}"
+            )
     check_targets(typed)
     OmegaConf.set_struct(typed, True)
     return typed

@@ -210,6 +210,8 @@ class QueryConfig:
     crop_margin: float | None = MISSING  # null: as the catalog's shots frame their product
     mask_background: bool = MISSING
     whole_frame_above: float = MISSING  # main box spans this share of the side: try whole too
+    runtime: str = MISSING  # onnx | torch: what runs the networks (not in the spec: same outputs)
+    onnx_tolerance: float = MISSING  # largest output difference ONNX vs torch on real images
 
 
 @dataclass
@@ -234,3 +236,8 @@ class ShoplensConfig:
     query: QueryConfig = MISSING
     localizer: LocalizerConfig = MISSING
     ckpt_path: str | None = MISSING  # resume training from this checkpoint ("last": last.ckpt)
+
+
+# String options with a fixed set of values (OmegaConf enums would reach checkpoints' pickled
+# hyper-parameters, which torch.load's weights_only refuses): checked by compose.validate.
+CHOICES: dict[str, tuple[str, ...]] = {"query.runtime": ("onnx", "torch")}

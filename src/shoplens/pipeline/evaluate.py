@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,13 @@ from shoplens.pipeline.query_setup import (
     torch_pipeline,
 )
 from shoplens.query import Embedded, QueryPipeline
+from shoplens.registry.onnx_export import OnnxExportError, check, disagreement, export_pipeline
 from shoplens.tracking import configure_mlflow, data_version
 from shoplens.tracking.runs import checkpoint_sha256, read_train_run, training_run_id
 from shoplens.training.module import EmbedderModule
 
 log = logging.getLogger(__name__)
+CHECK_SQUARES, CHECK_PHOTOS = 32, 8  # real inputs the ONNX graphs are checked on
 
 
 def build_baseline(train_cfg: DictConfig, num_classes: int, seed: int) -> Embedder:
@@ -98,11 +101,17 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     localizer = load_localizer(cfg.localizer.checkpoint)
     if localizer is None:
         log.warning("no localizer at %s: photos are searched whole", cfg.localizer.checkpoint)
+    cache = open_cache(catalog_dir / CACHE_FILE)
+    tuned_torch = torch_pipeline(cfg, embedder, localizer)
+    onnx, tuned_onnx = _export_onnx(cfg, tuned_torch, embedder, localizer, cache, test)
+    runtime = str(cfg.query.runtime)
+    if runtime == "onnx" and tuned_onnx is None:
+        log.warning("measuring with torch: %s", onnx["reason"])
+        runtime = "torch"
     pipelines = {
         "baseline": baseline_pipeline(cfg, baseline, spec),
-        "finetuned": torch_pipeline(cfg, embedder, localizer),
+        "finetuned": tuned_onnx if runtime == "onnx" else tuned_torch,
     }
-    cache = open_cache(catalog_dir / CACHE_FILE)
     galleries = {name: _embed_test(p, cache, test, name) for name, p in pipelines.items()}
     metrics = _clean(cfg, test, categories, galleries, out_dir)
     metrics["shopper_photos"], answers = _photos(cfg, test, pipelines, galleries, cache, out_dir)
@@ -118,6 +127,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # The query pipeline measured (crop, masking, whole-photo rule, limits): part of what
         # register identifies a version by, with the two checkpoints.
         "query_spec": pipelines["finetuned"].spec.to_dict(),
+        # What ran the fine-tuned networks, and the ONNX export register ships (or why not).
+        "runtime": runtime,
+        "onnx": onnx,
         "image_size": size,
         "queries": int(is_query.sum()),
         "gallery": int((~is_query).sum()),
@@ -127,6 +139,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     base, tuned_recall = metrics["baseline"]["recall@1"], metrics["finetuned"]["recall@1"]
     log.info("test Recall@1: untuned backbone %.3f -> fine-tuned %.3f", base, tuned_recall)
     return metrics
+
+
+def _export_onnx(cfg, tuned: QueryPipeline, embedder, localizer, cache, test: pd.DataFrame):
+    """Export the fine-tuned networks to ONNX and check them against torch on real inputs
+    (test catalog squares, benchmark photos): ``({"status": "ok", ...}, pipeline)``, or
+    ``({"status": "failed", "reason": ...}, None)``."""
+    out = Path(cfg.paths.artifacts_dir) / "onnx"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        exported, files = export_pipeline(tuned, embedder, localizer, out)
+        rows = np.sort(test[CACHE_INDEX].to_numpy()[:CHECK_SQUARES])
+        photos = read_benchmark(cfg.paths.shopper_photos_dir)["photo"].head(CHECK_PHOTOS)
+        differences = disagreement(
+            tuned, exported, np.asarray(cache[rows]),
+            [read_photo(cfg.paths.shopper_photos_dir, name) for name in photos],
+        )  # fmt: skip
+        check(differences, float(cfg.query.onnx_tolerance))
+    except OnnxExportError as err:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)  # the stage's output exists either way; it says why it is empty
+        (out / "FAILED.txt").write_text(f"{err}\n")
+        return {"status": "failed", "reason": str(err)}, None
+    log.info("ONNX export agrees with torch: %s", differences)
+    sha = {name: checkpoint_sha256(path) for name, path in files.items()}
+    return {"status": "ok", "max_difference": differences, "sha256": sha}, exported
 
 
 def _embed_test(pipeline: QueryPipeline, cache, test: pd.DataFrame, name: str):

@@ -71,7 +71,7 @@ def _no_match(model: LoadedModel, catalog: CatalogIndex) -> dict[str, float]:
 def run(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
-    model = load_champion(str(cfg.registry.model_name))
+    model = load_champion(str(cfg.registry.model_name), runtime=str(cfg.query.runtime))
     catalog_dir, out = Path(cfg.paths.catalog_dir), Path(cfg.search.dir)
     manifest = read_manifest(catalog_dir).sort_values(CACHE_INDEX, ignore_index=True)
     cache = open_cache(catalog_dir / CACHE_FILE)

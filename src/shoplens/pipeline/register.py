@@ -33,12 +33,13 @@ from shoplens.pipeline.query_setup import load_localizer, torch_pipeline
 from shoplens.registry.export import log_query_model
 from shoplens.registry.gate import CHAMPION, Standing, decide
 from shoplens.registry.localizer import register_localizer
+from shoplens.registry.onnx_export import FILES
 from shoplens.registry.versions import (
-    CALIBRATED_TAG,
     CHECKPOINT_TAG,
     DATA_TAG,
     LOCALIZER_TAG,
     NETWORK_TAGS,
+    PACKAGING_TAG,
     SPEC_TAG,
     aliases,
     apply_decision,
@@ -117,12 +118,18 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha,
                 SPEC_TAG: content_hash(spec.encode())}  # fmt: skip
     calibration = reports / "evaluate" / CALIBRATION_FILE
-    if calibration.is_file():
-        identity[CALIBRATED_TAG] = "1"
+    onnx_files, onnx_refusal = _onnx_files(cfg, evaluated)
+    packaging = [name for name, there in (("calibration", calibration.is_file()),
+                                          ("onnx", bool(onnx_files))) if there]  # fmt: skip
+    if packaging:
+        identity[PACKAGING_TAG] = ",".join(packaging)
     existing = find_version(client, name, identity)
     if existing is None:
         tags = {**identity, **measured}
-        version = _log_and_register(cfg, client, module, pipeline, localizer, tags, calibration)
+        version = _log_and_register(
+            cfg, client, module, pipeline, localizer, tags,
+            {"calibration": calibration, **onnx_files},
+        )  # fmt: skip
     else:
         version = int(existing.version)
         for key, value in measured.items():
@@ -144,6 +151,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     decision = decide(
         candidate, champion, float(cfg.registry.margin),
         tolerance=float(cfg.registry.tolerance), same_networks=same_networks,
+        refused=onnx_refusal,
     )  # fmt: skip
     apply_decision(client, name, version, decision, current)
     result = {
@@ -171,8 +179,24 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _onnx_files(cfg: DictConfig, evaluated: dict) -> tuple[dict[str, Path], str]:
+    """The ONNX graphs evaluate exported and checked (artifact name -> file), or no files and
+    the reason the version may not be promoted."""
+    onnx = evaluated.get("onnx") or {"status": "failed", "reason": "evaluated without export"}
+    if onnx["status"] != "ok":
+        return {}, f"its ONNX export failed or disagrees with torch ({onnx['reason']})"
+    directory = Path(cfg.paths.artifacts_dir) / "onnx"
+    files = {name: directory / FILES[name] for name in onnx["sha256"]}
+    for name, path in files.items():
+        if not path.is_file() or checkpoint_sha256(path) != onnx["sha256"][name]:
+            raise EvaluationMissing(
+                f"{path} is not the ONNX graph evaluate checked: run `shoplens evaluate` again"
+            )
+    return files, ""
+
+
 def _log_and_register(
-    cfg, client: MlflowClient, module, pipeline, localizer, tags: dict, calibration: Path
+    cfg, client: MlflowClient, module, pipeline, localizer, tags: dict, extra: dict[str, Path]
 ) -> int:
     """Log the query-pipeline pyfunc to the embedder's training run and register a version."""
     checkpoint = cfg.evaluate.checkpoint
@@ -184,7 +208,7 @@ def _log_and_register(
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         model = log_query_model(
             module.embedder, localizer, pipeline.spec, categories, example, Path(tmp),
-            calibration=calibration if calibration.is_file() else None,
+            extra={name: path for name, path in extra.items() if path.is_file()},
         )  # fmt: skip
     # The code the model was trained with: the training run's commit, not today's.
     commit = client.get_run(run_id).data.tags.get("mlflow.source.git.commit") or git_commit()

@@ -65,9 +65,12 @@ class LoadedModel:
         return self.pipeline.embed_squares(squares).embeddings
 
 
-def load_champion(model_name: str, alias: str = CHAMPION) -> LoadedModel:
+def load_champion(
+    model_name: str, alias: str = CHAMPION, runtime: str | None = None
+) -> LoadedModel:
     """Resolve ``alias`` to a version first, then load exactly that version: loading by alias
-    and asking for the version afterwards could race with a promotion in between."""
+    and asking for the version afterwards could race with a promotion in between.
+    ``runtime``: ``onnx`` or ``torch`` (None: the model's default, ONNX where it has graphs)."""
     client = MlflowClient()
     try:
         version = str(client.get_model_version_by_alias(model_name, alias).version)
@@ -76,12 +79,15 @@ def load_champion(model_name: str, alias: str = CHAMPION) -> LoadedModel:
             f"no model '{model_name}@{alias}' in the MLflow registry "
             f"({mlflow.get_tracking_uri()}): run `shoplens register` first ({err.message})"
         ) from None
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    pyfunc = mlflow.pyfunc.load_model(
+        f"models:/{model_name}/{version}", model_config={"runtime": runtime} if runtime else None
+    )
     inner = pyfunc.unwrap_python_model()
     if not hasattr(inner, "pipeline"):
         raise UnsupportedModelVersion(
             f"{model_name} v{version} was registered before models carried their query "
             "pipeline: run `dvc repro` (or `shoplens register`) to register the current one"
         )
-    log.info("loaded %s v%s (%s)", model_name, version, alias)
+    runtime = getattr(inner, "runtime", "torch")  # versions before ONNX ran torch only
+    log.info("loaded %s v%s (%s, %s)", model_name, version, alias, runtime)
     return LoadedModel(model_name, version, inner)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import onnxruntime
 import pandas as pd
 import PIL
 import scipy
@@ -28,21 +29,10 @@ import shoplens
 from shoplens.models import Embedder
 from shoplens.models.localizer import Localizer
 from shoplens.query import QuerySpec
+from shoplens.registry.onnx_export import EmbedderHeads
 
 MODEL_CODE = Path(__file__).with_name("query_model.py")
 PACKAGE_DIR = Path(shoplens.__file__).parent  # shipped as code_paths
-
-
-class _Heads(nn.Module):
-    """Embedder -> (embedding, logits), or (embedding,) without a category head."""
-
-    def __init__(self, embedder: Embedder):
-        super().__init__()
-        self.embedder = embedder
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        embedding, logits = self.embedder.forward_with_logits(images)
-        return (embedding,) if logits is None else (embedding, logits)
 
 
 def export_program(model: nn.Module, side: int, path: Path) -> Path:
@@ -64,15 +54,16 @@ def export_artifacts(
     spec: QuerySpec,
     categories: Sequence[str],
     out_dir: Path,
-    calibration: Path | None = None,
+    extra: dict[str, Path] | None = None,
 ) -> dict[str, str]:
     """Write the pyfunc model's artifacts into ``out_dir``; returns MLflow's artifacts dict.
-    ``calibration``: evaluate's no-match calibration photos as query embeddings
-    (:mod:`shoplens.evaluation.no_match`), for the index stage to set the served threshold."""
+    ``extra``: files shipped as they are, by artifact name: ``calibration`` (evaluate's
+    no-match calibration photos as query embeddings, :mod:`shoplens.evaluation.no_match`)
+    and ``embedder_onnx`` / ``localizer_onnx`` (the graphs evaluate checked against torch)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     artifacts = {
         "embedder": export_program(
-            _Heads(embedder), spec.embedder.image_size, out_dir / "embedder.pt2"
+            EmbedderHeads(embedder), spec.embedder.image_size, out_dir / "embedder.pt2"
         ),
         "spec": out_dir / "spec.json",
         "categories": out_dir / "categories.json",
@@ -81,8 +72,7 @@ def export_artifacts(
         artifacts["localizer"] = export_program(
             localizer, spec.localizer.input_size, out_dir / "localizer.pt2"
         )
-    if calibration is not None:
-        artifacts["calibration"] = calibration
+    artifacts.update(extra or {})
     (out_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
     (out_dir / "categories.json").write_text(json.dumps(list(categories), indent=2) + "\n")
     return {name: str(path) for name, path in artifacts.items()}
@@ -105,6 +95,7 @@ def _requirements() -> list[str]:
         "pillow": PIL.__version__,
         "scipy": scipy.__version__,
         "mlflow": mlflow.__version__,
+        "onnxruntime": onnxruntime.__version__,
     }
     return [f"{name}=={version}" for name, version in versions.items()]
 
@@ -117,16 +108,19 @@ def log_query_model(
     input_example: bytes,
     workdir: Path,
     name: str = "query_pipeline",
-    calibration: Path | None = None,
+    extra: dict[str, Path] | None = None,
 ) -> ModelInfo:
     """Log the pyfunc model to the active run; returns its ModelInfo (``model_uri``)."""
-    artifacts = export_artifacts(embedder, localizer, spec, categories, workdir, calibration)
+    artifacts = export_artifacts(embedder, localizer, spec, categories, workdir, extra)
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(MODEL_CODE),
         artifacts=artifacts,
         code_paths=[str(PACKAGE_DIR)],
         signature=signature(),
+        # The default runtime; load_model(..., model_config={"runtime": "torch"}) overrides it
+        # (MLflow lets a load override only keys the logged model_config has).
+        model_config={"runtime": "onnx" if "embedder_onnx" in artifacts else "torch"},
         input_example=pd.DataFrame({"image": [input_example]}),
         # Explicit: inferring them would load the model in a subprocess (slow) to watch imports.
         pip_requirements=_requirements(),

@@ -64,14 +64,19 @@ def decide(
     names: tuple[str, str] = NAMES,
     tolerance: float | None = None,
     same_networks: bool = False,
+    refused: str = "",
 ) -> Decision:
     """Champion if there is none, if the candidate already is it, if it is the champion's
     networks and query pipeline re-registered (``same_networks``: only its packaging changed,
     e.g. it now carries no-match calibration), or if it wins as above.
-    ``names``: what the primary and the photo number are (the localizer's gate passes its own)."""
+    ``names``: what the primary and the photo number are (the localizer's gate passes its own).
+    ``refused``: why the candidate may not serve whatever it measures (e.g. its ONNX export
+    disagrees with torch): never promoted, and the reason says so."""
     v = candidate.version
     tolerance = margin if tolerance is None else tolerance
     mine = _describe(candidate, names)
+    if refused:
+        return Decision(False, f"v{v} ({mine}) is not promoted: {refused}")
     if champion is None:
         return Decision(True, f"no champion yet: v{v} ({mine}) becomes champion")
     if champion.version == v:

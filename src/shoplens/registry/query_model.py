@@ -8,6 +8,8 @@ installed. Artifacts (written by :mod:`shoplens.registry.export`):
 
 * ``embedder``: ``torch.export`` program, normalised ``(N, 3, S, S)`` -> (embedding[, logits]);
 * ``localizer`` (optional): ``torch.export`` program, ``(N, 3, L, L)`` -> mask logits;
+* ``embedder_onnx`` / ``localizer_onnx``: the same networks as ONNX graphs, checked against
+  torch by evaluate; run by ONNX Runtime unless ``model_config={"runtime": "torch"}``;
 * ``spec``: the :class:`~shoplens.query.QuerySpec` as JSON; ``categories``: JSON list;
 * ``calibration`` (optional): evaluate's no-match calibration photos as query embeddings,
   from which the index stage sets the served catalog's "no confident match" threshold.
@@ -41,8 +43,25 @@ class ShoplensQueryModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         artifacts = context.artifacts
         spec = QuerySpec.from_dict(json.loads(Path(artifacts["spec"]).read_text()))
-        localizer = _program(artifacts["localizer"]) if "localizer" in artifacts else None
-        self.pipeline = QueryPipeline(spec, _program(artifacts["embedder"]), localizer)
+        default = "onnx" if "embedder_onnx" in artifacts else "torch"
+        self.runtime = (getattr(context, "model_config", None) or {}).get("runtime") or default
+        if self.runtime == "onnx":
+            if "embedder_onnx" not in artifacts:
+                raise ValueError(
+                    "this model version has no ONNX graphs: load it with runtime torch"
+                )
+            from shoplens.query.onnx_network import OnnxNetwork
+
+            localizer = artifacts.get("localizer_onnx") if spec.localizer else None
+            self.pipeline = QueryPipeline(
+                spec, OnnxNetwork(artifacts["embedder_onnx"]),
+                OnnxNetwork(localizer, single=True) if localizer else None,
+            )  # fmt: skip
+        elif self.runtime == "torch":
+            localizer = _program(artifacts["localizer"]) if "localizer" in artifacts else None
+            self.pipeline = QueryPipeline(spec, _program(artifacts["embedder"]), localizer)
+        else:
+            raise ValueError(f"runtime must be onnx or torch, got {self.runtime!r}")
         self.categories = json.loads(Path(artifacts["categories"]).read_text())
         self.calibration_path = artifacts.get("calibration")
 

@@ -70,7 +70,8 @@ class Searcher:
         self.dir, self.state_dir = Path(cfg.search.dir), Path(cfg.search.state_dir)
         if model is None:
             configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
-            model = load_champion(str(cfg.registry.model_name))
+            runtime = str(cfg.query.runtime)
+            model = load_champion(str(cfg.registry.model_name), runtime=runtime)
         self.model = model
         # The registered pipeline decides everything about a photo; the service only narrows
         # its upload limits and may switch localization off (query.localize).

@@ -1,0 +1,161 @@
+"""The query pipeline's networks as ONNX graphs, checked against the torch networks they came
+from before anything measures or ships them.
+
+``torch.onnx.export`` with the TorchScript-based exporter (``dynamo=False``): the dynamo
+exporter needs ``onnxscript`` and gave nothing more for these convolutional networks; the
+legacy one exports EfficientNet-Lite and the segmentation decoder with a dynamic batch and
+outputs within 1e-5 of torch. An export that fails, or whose outputs disagree with torch on
+real images by more than ``tolerance``, is an :class:`OnnxExportError`: evaluate then measures
+torch and records why, and register does not promote the version.
+
+INT8 (:func:`quantize_int8`): ONNX Runtime's static quantization, calibrated on catalog
+photos, convolutions only (quantizing the embedding head and its L2 normalisation as well left
+the embeddings at cosine 0.3 to the float ones). A measured option, not the default:
+``benchmarks/runtimes.py`` says what it costs.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from shoplens.models import Embedder
+from shoplens.models.localizer import Localizer
+from shoplens.query import QueryPipeline
+from shoplens.query.onnx_network import INPUT, OnnxNetwork
+
+OPSET = 17
+FILES = {"embedder_onnx": "embedder.onnx", "localizer_onnx": "localizer.onnx"}  # artifact -> file
+
+
+class OnnxExportError(RuntimeError):
+    """The network cannot be exported, or its ONNX graph computes something else."""
+
+
+def export_onnx(model: nn.Module, side: int, path: Path, outputs: Sequence[str]) -> Path:
+    """Export with a dynamic batch axis; ``outputs`` names the graph's outputs in order."""
+    model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
+    axes = {name: {0: "batch"} for name in (INPUT, *outputs)}
+    try:
+        with warnings.catch_warnings():
+            # Tracing notes about shape checks the graph keeps as constants (GroupNorm's batch
+            # check) and the exporter's deprecation notice: the comparison with torch counts.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model, (torch.zeros(2, 3, side, side),), str(path), input_names=[INPUT],
+                output_names=list(outputs), dynamic_axes=axes, opset_version=OPSET,
+                dynamo=False,
+            )  # fmt: skip
+    except Exception as err:  # any exporter failure is a reason not to ship, said as such
+        raise OnnxExportError(f"torch.onnx.export failed: {type(err).__name__}: {err}") from err
+    return path
+
+
+class EmbedderHeads(nn.Module):
+    """Embedder -> (embedding, logits), or (embedding,) without a category head: the graph
+    both exports (torch.export and ONNX) trace."""
+
+    def __init__(self, embedder: Embedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        embedding, logits = self.embedder.forward_with_logits(images)
+        return (embedding,) if logits is None else (embedding, logits)
+
+
+def export_pipeline(
+    pipeline: QueryPipeline, embedder: Embedder, localizer: Localizer | None, out_dir: Path
+) -> tuple[QueryPipeline, dict[str, Path]]:
+    """The same query pipeline over ONNX exports of its networks (:data:`FILES`, in
+    ``out_dir``); returns it and the files by artifact name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = pipeline.spec
+    outputs = ["embedding", "logits"] if spec.embedder.num_classes else ["embedding"]
+    files = {"embedder_onnx": out_dir / FILES["embedder_onnx"]}
+    export_onnx(EmbedderHeads(embedder), spec.embedder.image_size, files["embedder_onnx"], outputs)
+    if localizer is not None and spec.localizer is not None:
+        files["localizer_onnx"] = out_dir / FILES["localizer_onnx"]
+        export_onnx(localizer, spec.localizer.input_size, files["localizer_onnx"], ["mask"])
+    try:
+        return onnx_query_pipeline(spec, files), files
+    except Exception as err:  # ONNX Runtime refusing the graph is a failed export too
+        raise OnnxExportError(f"ONNX Runtime cannot load the export: {err}") from err
+
+
+def onnx_query_pipeline(spec, files: dict[str, Path]) -> QueryPipeline:
+    """The query pipeline over exported graphs (``embedder_onnx``[, ``localizer_onnx``])."""
+    localizer = files.get("localizer_onnx") if spec.localizer is not None else None
+    return QueryPipeline(
+        spec,
+        OnnxNetwork(files["embedder_onnx"]),
+        OnnxNetwork(localizer, single=True) if localizer else None,
+    )
+
+
+def disagreement(
+    reference: QueryPipeline, candidate: QueryPipeline, squares: np.ndarray, photos
+) -> dict[str, float]:
+    """Largest absolute differences between two pipelines' outputs on real inputs: catalog
+    squares (embeddings, logits) and photos (the localizer's product probabilities)."""
+    a, b = reference.embed_squares(squares), candidate.embed_squares(squares)
+    result = {"embedding": float(np.abs(a.embeddings - b.embeddings).max())}
+    if a.logits is not None and b.logits is not None:
+        result["logits"] = float(np.abs(a.logits - b.logits).max())
+    if reference.can_localize and candidate.can_localize and len(photos):
+        images = [reference.validate(p) for p in photos]
+        masks = zip(reference.product_masks(images), candidate.product_masks(images), strict=True)
+        result["mask"] = max(float(np.abs(x - y).max()) for x, y in masks)
+    return result
+
+
+def check(differences: dict[str, float], tolerance: float) -> None:
+    """Raise :class:`OnnxExportError` naming every output that differs by more than
+    ``tolerance`` (NaN included)."""
+    bad = {k: v for k, v in differences.items() if not v <= tolerance}
+    if bad:
+        listed = ", ".join(f"{k} by {v:.3g}" for k, v in bad.items())
+        raise OnnxExportError(
+            f"the ONNX graphs disagree with torch on real images: {listed} "
+            f"(tolerance {tolerance:g})"
+        )
+
+
+def quantize_int8(source: Path, target: Path, calibration: np.ndarray, batch: int = 32) -> Path:
+    """Static INT8 (QDQ, per-channel weights) of the convolutions, activations calibrated on
+    ``calibration`` (normalised images, ``(N, 3, S, S)``)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(
+                {INPUT: np.ascontiguousarray(calibration[i : i + batch], dtype=np.float32)}
+                for i in range(0, len(calibration), batch)
+            )
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared))
+        quantize_static(
+            str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["Conv"], per_channel=True,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+    return target

@@ -1,0 +1,109 @@
+"""ONNX exports of the query pipeline's networks: equal to torch on real-looking inputs, and a
+graph that computes something else is caught before it is measured or shipped."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from helpers import pattern
+from PIL import Image
+
+from shoplens.config import compose_config
+from shoplens.models import build_embedder
+from shoplens.models.localizer import build_localizer
+from shoplens.pipeline.query_setup import embedder_forward
+from shoplens.query import EmbedderSpec, LocalizerSpec, QueryPipeline, QuerySpec
+from shoplens.registry.onnx_export import (
+    OnnxExportError,
+    check,
+    disagreement,
+    export_pipeline,
+    onnx_query_pipeline,
+)
+
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def networks():
+    cfg = compose_config(
+        ["backbone.name=test_efficientnet", "backbone.pretrained=false", "model.embedding_dim=16",
+         "localizer.input_size=64", "localizer.decoder_channels=16"]
+    )  # fmt: skip
+    torch.manual_seed(0)
+    embedder = build_embedder(cfg.backbone, cfg.model, num_classes=4).eval()
+    localizer = build_localizer(cfg.backbone, cfg.localizer).eval()
+    spec = QuerySpec(
+        EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=16,
+                     num_classes=4),
+        LocalizerSpec(64, (0.5,) * 3, (0.5,) * 3),
+    )  # fmt: skip
+    return embedder, localizer, QueryPipeline(spec, embedder_forward(embedder), localizer)
+
+
+def _photos() -> list[bytes]:
+    photos = []
+    for seed in range(3):
+        buffer = io.BytesIO()
+        pattern(seed, (96, 72)).save(buffer, "JPEG", quality=90)
+        photos.append(buffer.getvalue())
+    return photos
+
+
+def _squares(n: int = 8) -> np.ndarray:
+    return np.stack([np.asarray(pattern(10 + i, (40, 40)).convert("RGB")) for i in range(n)])
+
+
+def test_onnx_pipeline_equals_torch_on_images_and_photos(networks, tmp_path):
+    embedder, localizer, torch_pipeline = networks
+    exported, files = export_pipeline(torch_pipeline, embedder, localizer, tmp_path)
+    assert sorted(files) == ["embedder_onnx", "localizer_onnx"]
+    differences = disagreement(torch_pipeline, exported, _squares(), _photos())
+    assert set(differences) == {"embedding", "logits", "mask"}
+    assert max(differences.values()) <= TOLERANCE, differences
+    check(differences, TOLERANCE)
+    # The whole query (localize -> crop -> embed) agrees too, loaded back from the files alone.
+    reloaded = onnx_query_pipeline(torch_pipeline.spec, files)
+    for ours, theirs in zip(
+        torch_pipeline.query_batch(_photos()), reloaded.query_batch(_photos()), strict=True
+    ):
+        assert [d.box for d in ours.detections] == [d.box for d in theirs.detections]
+        np.testing.assert_allclose(ours.embeddings, theirs.embeddings, atol=TOLERANCE)
+
+
+def test_a_graph_that_computes_something_else_is_refused(networks, tmp_path):
+    embedder, localizer, torch_pipeline = networks
+    other = build_embedder(*_settings(), num_classes=4).eval()  # other (random) weights
+    _, files = export_pipeline(
+        QueryPipeline(torch_pipeline.spec, embedder_forward(other), localizer), other, localizer,
+        tmp_path,
+    )  # fmt: skip
+    differences = disagreement(
+        torch_pipeline, onnx_query_pipeline(torch_pipeline.spec, files), _squares(), []
+    )
+    assert differences["embedding"] > 100 * TOLERANCE
+    with pytest.raises(OnnxExportError, match="embedding by"):
+        check(differences, TOLERANCE)
+    with pytest.raises(OnnxExportError, match="logits by nan"):
+        check({"logits": float("nan")}, TOLERANCE)
+
+
+def _settings():
+    cfg = compose_config(
+        ["backbone.name=test_efficientnet", "backbone.pretrained=false", "model.embedding_dim=16"]
+    )
+    torch.manual_seed(1)
+    return cfg.backbone, cfg.model
+
+
+def test_onnx_network_keeps_the_batch_dynamic(networks, tmp_path):
+    embedder, localizer, torch_pipeline = networks
+    exported, _ = export_pipeline(torch_pipeline, embedder, localizer, tmp_path)
+    for n in (1, 5):
+        embedded = exported.embed_squares(_squares(n))
+        assert embedded.embeddings.shape == (n, 16) and embedded.logits.shape == (n, 4)
+    masks = exported.product_masks([Image.new("RGB", (50, 30), "white")] * 3)
+    assert len(masks) == 3 and masks[0].shape == (64, 64)

@@ -37,7 +37,7 @@ from shoplens.config import compose_config
 from shoplens.data.cache import open_cache
 from shoplens.evaluation.no_match import Calibration
 from shoplens.registry.champion import load_champion
-from shoplens.search import IndexModelMismatch
+from shoplens.search import CatalogIndex, IndexModelMismatch
 from shoplens.serving.app import create_app
 from shoplens.serving.searcher import Searcher
 
@@ -244,6 +244,29 @@ def test_approximate_index_reports_recall_against_exact(setup, tmp_path):
     assert report["index_kind"] == "hnsw" and report["recall_queries"] == 6  # 10% of 64
     assert report["hit@1"] >= 0.8 and report["recall@10"] >= 0.8
     assert json.loads((tmp_path / "index.json").read_text()) == report
+
+
+@pytest.mark.slow
+def test_the_ray_engine_builds_the_same_index_as_the_local_one(setup, tmp_path):
+    """Ray Data on a local Ray (2 actors, batches finishing in any order): the same vectors
+    for the same ids as the local engine, and the same no-match threshold."""
+    from shoplens.pipeline import index
+
+    args, cfg, _ = setup
+    ray_args = [*args, "search.embed.engine=ray", "search.embed.workers=2",
+                "search.batch_size=16", f"search.dir={tmp_path / 'ray'}",
+                f"paths.reports_dir={tmp_path}"]  # fmt: skip
+    report = index.run(compose_config(ray_args))
+    assert report["embed_engine"] == "ray" and report["images"] == 64
+    local, remote = CatalogIndex.load(cfg.search.dir), CatalogIndex.load(tmp_path / "ray")
+    queries = np.random.default_rng(0).normal(size=(16, local.index.dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    (ls, li), (rs, ri) = local.index.search(queries, 64), remote.index.search(queries, 64)
+    np.testing.assert_array_equal(ri, li)  # every photo, ranked the same for 16 queries
+    np.testing.assert_allclose(rs, ls, atol=1e-5)
+    assert remote.meta["match_threshold"] == pytest.approx(local.meta["match_threshold"])
+    local_table = pd.read_parquet(Path(cfg.search.dir) / "images.parquet")
+    assert pd.read_parquet(tmp_path / "ray" / "images.parquet").equals(local_table)
 
 
 def test_openapi_declares_a_schema_for_every_answer(client):

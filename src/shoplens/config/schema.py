@@ -156,6 +156,13 @@ class AuthConfig:
 
 
 @dataclass
+class EmbedEngineConfig:
+    engine: str = MISSING  # local | ray (Ray Data: the `ray` extra)
+    ray_address: str | None = MISSING  # null: a local Ray in this process; else a cluster
+    workers: int = MISSING  # Ray actors embedding at once (each loads the model once)
+
+
+@dataclass
 class SearchConfig:
     """The index stage, ``shoplens search`` and the HTTP service (``shoplens serve``)."""
 
@@ -167,6 +174,7 @@ class SearchConfig:
     cors_origins: list[str] = MISSING  # browser origins allowed to call the API
     index: IndexConfig = MISSING  # the index layer's own dataclass
     batch_size: int = MISSING  # catalog images per embedding call in the index stage
+    embed: EmbedEngineConfig = MISSING  # what embeds the catalog in the index stage
     recall_queries: int = MISSING  # held-out embeddings measuring an approximate index
     recall_k: int = MISSING
     k_default: int = MISSING
@@ -240,4 +248,7 @@ class ShoplensConfig:
 
 # String options with a fixed set of values (OmegaConf enums would reach checkpoints' pickled
 # hyper-parameters, which torch.load's weights_only refuses): checked by compose.validate.
-CHOICES: dict[str, tuple[str, ...]] = {"query.runtime": ("onnx", "torch")}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "query.runtime": ("onnx", "torch"),
+    "search.embed.engine": ("local", "ray"),
+}

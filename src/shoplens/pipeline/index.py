@@ -69,14 +69,24 @@ def _no_match(model: LoadedModel, catalog: CatalogIndex) -> dict[str, float]:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    started = time.perf_counter()
+    stage_started = time.perf_counter()
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     model = load_champion(str(cfg.registry.model_name), runtime=str(cfg.query.runtime))
     catalog_dir, out = Path(cfg.paths.catalog_dir), Path(cfg.search.dir)
     manifest = read_manifest(catalog_dir).sort_values(CACHE_INDEX, ignore_index=True)
     cache = open_cache(catalog_dir / CACHE_FILE)
     rows = manifest[CACHE_INDEX].to_numpy(np.int64)
-    vectors = embed_cache(model, cache, rows, int(cfg.search.batch_size))
+    engine = cfg.search.embed
+    started = time.perf_counter()
+    if engine.engine == "ray":
+        from shoplens.pipeline.index_ray import embed_with_ray
+
+        vectors = embed_with_ray(model, catalog_dir / CACHE_FILE, rows,
+                                 int(cfg.search.batch_size), engine.ray_address,
+                                 int(engine.workers))  # fmt: skip
+    else:
+        vectors = embed_cache(model, cache, rows, int(cfg.search.batch_size))
+    embed_s = time.perf_counter() - started
 
     config = index_config(cfg).for_size(len(rows))
     catalog = CatalogIndex.create(
@@ -115,7 +125,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "recall_queries": int(n_held),
         **metrics,
         **{f"no_match/{k}": v for k, v in no_match.items()},
-        "seconds": round(time.perf_counter() - started, 1),
+        "embed_engine": str(engine.engine),
+        "runtime": model.runtime,
+        "embed_img_per_s": round(len(rows) / embed_s, 1),
+        "seconds": round(time.perf_counter() - stage_started, 1),
     }
     reports = Path(cfg.paths.reports_dir)
     reports.mkdir(parents=True, exist_ok=True)

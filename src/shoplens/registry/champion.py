@@ -44,6 +44,10 @@ class LoadedModel:
         return list(self.python_model.categories)
 
     @property
+    def runtime(self) -> str:
+        return getattr(self.python_model, "runtime", "torch")  # versions before ONNX: torch
+
+    @property
     def calibration_path(self) -> str | None:
         """evaluate's no-match calibration (query embeddings) shipped in the model, if any."""
         return getattr(self.python_model, "calibration_path", None)
@@ -79,6 +83,14 @@ def load_champion(
             f"no model '{model_name}@{alias}' in the MLflow registry "
             f"({mlflow.get_tracking_uri()}): run `shoplens register` first ({err.message})"
         ) from None
+    loaded = load_version(model_name, version, runtime)
+    log.info("loaded %s v%s (%s, %s)", model_name, version, alias, loaded.runtime)
+    return loaded
+
+
+def load_version(model_name: str, version: str, runtime: str | None = None) -> LoadedModel:
+    """Exactly this version (what a Ray worker embedding for the index stage loads: the
+    version the driver resolved, never the alias again)."""
     pyfunc = mlflow.pyfunc.load_model(
         f"models:/{model_name}/{version}", model_config={"runtime": runtime} if runtime else None
     )
@@ -88,6 +100,4 @@ def load_champion(
             f"{model_name} v{version} was registered before models carried their query "
             "pipeline: run `dvc repro` (or `shoplens register`) to register the current one"
         )
-    runtime = getattr(inner, "runtime", "torch")  # versions before ONNX ran torch only
-    log.info("loaded %s v%s (%s, %s)", model_name, version, alias, runtime)
-    return LoadedModel(model_name, version, inner)
+    return LoadedModel(model_name, str(version), inner)

@@ -152,7 +152,9 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, batch: in
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared))
+        # Symbolic shape inference gives up on the localizer's upsampling; ONNX's own shape
+        # inference and the graph optimisation are what quantization needs.
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
         quantize_static(
             str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
             op_types_to_quantize=["Conv"], per_channel=True,

@@ -1,0 +1,82 @@
+"""The index stage's catalog embedding on Ray Data (``search.embed.engine=ray``).
+
+Why Ray: a catalog of millions of photos takes hours through one process; Ray Data spreads the
+same code over every core of a cluster. Cache row numbers stream through ``workers`` actors in
+batches of ``search.batch_size``; each actor loads the model version the driver resolved (never
+the alias again: a promotion mid-run must not mix two models) and reads only its batch's pixels
+from the memory-mapped catalog cache, so no process ever holds the catalog's images. The driver
+receives embeddings batch by batch, in whatever order they finish, and puts each where its
+position says: the same vectors as the local engine (a test holds them equal).
+
+A cluster's nodes need the catalog cache at the same path (a shared volume, or ``dvc pull`` on
+each) and the MLflow tracking server the driver uses; a local Ray (``ray_address: null``) needs
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class _EmbedBatches:
+    """A Ray Data actor: the model version, loaded once, embeds the batches it is sent."""
+
+    def __init__(self, tracking_uri: str, name: str, version: str, runtime: str, cache: str):
+        from shoplens.data.cache import open_cache
+        from shoplens.registry.champion import load_version
+
+        mlflow.set_tracking_uri(tracking_uri)
+        self.model = load_version(name, version, runtime)
+        self.cache = open_cache(Path(cache))
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = np.asarray(self.cache[batch["cache_index"]])
+        return {"position": batch["position"], "embedding": self.model.embed(pixels)}
+
+
+def embed_with_ray(
+    model, cache_path: Path, rows: np.ndarray, batch: int, address: str | None, workers: int
+) -> np.ndarray:
+    """Embeddings of cache ``rows`` in their order, ``(len(rows), D)`` float32."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "search.embed.engine=ray needs Ray Data: pip install 'shoplens[ray]'"
+        ) from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        # One ONNX Runtime / torch thread per actor: the actors share the cores between them.
+        env = {"env_vars": {"SHOPLENS_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"}}
+        ray.init(address=address, runtime_env=env, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)  # fmt: skip
+    try:
+        data = ray.data.from_numpy(np.arange(len(rows))).map_batches(
+            lambda b: {"position": b["data"], "cache_index": rows[b["data"]]}
+        )
+        embedded = data.map_batches(
+            _EmbedBatches,
+            fn_constructor_args=(mlflow.get_tracking_uri(), model.name, str(model.version),
+                                 model.runtime, str(Path(cache_path).resolve())),
+            batch_size=batch, concurrency=workers, batch_format="numpy",
+        )  # fmt: skip
+        vectors = np.zeros((len(rows), model.embedding_dim), np.float32)
+        done = np.zeros(len(rows), bool)
+        with tqdm(total=len(rows), desc="embedding catalog (ray)", unit="img") as bar:
+            for out in embedded.iter_batches(batch_size=None, batch_format="numpy"):
+                vectors[out["position"]] = out["embedding"]
+                done[out["position"]] = True
+                bar.update(len(out["position"]))
+        if not done.all():
+            raise RuntimeError(f"Ray returned {done.sum()} of {len(rows)} embeddings")
+        return vectors
+    finally:
+        if started_here:
+            ray.shutdown()

@@ -12,6 +12,7 @@ import pytest
 
 from shoplens.catalog_store import CatalogJournal, DurableCatalog, SnapshotStore
 from shoplens.catalog_store.durable import JOURNAL_FILE, SNAPSHOTS_DIR
+from shoplens.catalog_store.query_log import QueryLog, QueryRecord
 from shoplens.catalog_store.snapshots import CURRENT
 from shoplens.search import CatalogIndex, IndexConfig
 
@@ -140,3 +141,19 @@ def test_an_index_of_another_model_is_refused(tmp_path):
     with pytest.raises(IndexModelMismatch):
         open_catalog(tmp_path, version="2")
     assert (tmp_path / "state" / JOURNAL_FILE).exists()
+
+
+def test_query_log_rotates_by_age_and_keeps_photos_only_when_told(tmp_path):
+    record = QueryRecord(np.arange(4, dtype=np.float32), "m:1", "Bag", 0.91, True, False)
+    log = QueryLog(tmp_path / "queries.db", keep_days=1)
+    log.record(record, b"\xff\xd8 a photo", at=1_000.0)
+    log.record(record, b"\xff\xd8 a photo", at=1_000.0 + 86_400 + 61)  # a day later: rotates
+    vectors, table = log.window(0)
+    assert len(table) == 1 and table["at"][0] > 87_000 and not table["has_photo"].any()
+    np.testing.assert_array_equal(vectors[0], record.embedding)
+    assert (table["category"][0], table["match"][0], table["localized"][0]) == ("Bag", 0, 1)
+    kept = QueryLog(tmp_path / "with_photos.db", keep_days=1, store_photos=True)
+    kept.record(record, b"\xff\xd8 a photo", at=5.0)
+    assert kept.window(0, 10)[1]["has_photo"].all() and len(kept.window(6)[1]) == 0
+    with pytest.raises(ValueError, match="keep_days"):
+        QueryLog(tmp_path / "bad.db", keep_days=0)

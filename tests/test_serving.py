@@ -269,6 +269,24 @@ def test_the_ray_engine_builds_the_same_index_as_the_local_one(setup, tmp_path):
     assert pd.read_parquet(tmp_path / "ray" / "images.parquet").equals(local_table)
 
 
+def test_the_query_log_is_off_by_default_and_records_no_photo_when_on(setup, catalog, tmp_path):
+    args, cfg, model = setup
+    assert not (Path(cfg.search.state_dir) / "queries.db").exists()  # the module's service: off
+    photo = Path(catalog.iloc[5]["path"]).read_bytes()
+    on = compose_config([*args, "search.query_log.enabled=true",
+                         f"search.state_dir={tmp_path / 'state'}"])  # fmt: skip
+    with TestClient(create_app(on, model), headers=AUTH) as service:
+        answers = [_search(service, photo, k=3).json() for _ in range(2)]
+        vectors, table = service.app.state.searcher.query_log.window(0)
+        expected = service.app.state.searcher.answer(photo, 3).embedding
+    assert len(table) == 2 and not table["has_photo"].any()
+    assert list(table["category"]) == [a["results"][0]["category"] for a in answers]
+    assert table["top_score"][0] == pytest.approx(answers[0]["results"][0]["score"])
+    assert bool(table["localized"][0]) == answers[0]["localized"]
+    assert table["model"][0] == f"{model.name}:{model.version}"
+    np.testing.assert_allclose(vectors[0], expected, atol=1e-6)
+
+
 def test_openapi_declares_a_schema_for_every_answer(client):
     """/docs shows what each route returns, errors included: no hand-built dicts."""
     spec = client.get("/openapi.json").json()

@@ -163,6 +163,13 @@ class EmbedEngineConfig:
 
 
 @dataclass
+class QueryLogConfig:
+    enabled: bool = MISSING  # record each /search (embedding, category, score; no photo)
+    keep_days: float = MISSING  # older rows are deleted
+    store_photos: bool = MISSING  # also keep the uploaded photo bytes (off: privacy first)
+
+
+@dataclass
 class SearchConfig:
     """The index stage, ``shoplens search`` and the HTTP service (``shoplens serve``)."""
 
@@ -172,6 +179,7 @@ class SearchConfig:
     writes: bool = MISSING  # POST/DELETE /products enabled
     auth: AuthConfig = MISSING
     cors_origins: list[str] = MISSING  # browser origins allowed to call the API
+    query_log: QueryLogConfig = MISSING  # what shoppers search, for drift monitoring
     index: IndexConfig = MISSING  # the index layer's own dataclass
     batch_size: int = MISSING  # catalog images per embedding call in the index stage
     embed: EmbedEngineConfig = MISSING  # what embeds the catalog in the index stage

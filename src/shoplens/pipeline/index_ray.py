@@ -58,14 +58,19 @@ def embed_with_ray(
         ray.init(address=address, runtime_env=env, include_dashboard=False,
                  log_to_driver=False, configure_logging=False)  # fmt: skip
     try:
-        data = ray.data.from_numpy(np.arange(len(rows))).map_batches(
+        # Enough blocks that every actor gets work (one block would feed a single actor),
+        # handed over as arrays: a read task would need a core the actors already hold.
+        blocks = max(1, min(-(-len(rows) // batch), workers * 8))
+        positions = np.array_split(np.arange(len(rows)), blocks)
+        data = ray.data.from_numpy(positions).map_batches(
             lambda b: {"position": b["data"], "cache_index": rows[b["data"]]}
         )
         embedded = data.map_batches(
             _EmbedBatches,
             fn_constructor_args=(mlflow.get_tracking_uri(), model.name, str(model.version),
                                  model.runtime, str(Path(cache_path).resolve())),
-            batch_size=batch, concurrency=workers, batch_format="numpy",
+            batch_size=batch, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
         )  # fmt: skip
         vectors = np.zeros((len(rows), model.embedding_dim), np.float32)
         done = np.zeros(len(rows), bool)

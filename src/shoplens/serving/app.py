@@ -149,6 +149,7 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
     ) -> SearchResponse:
         data = read_upload(image, s.limits.max_file_bytes)
         answer = s.answer(data, k, category or None, all_products)
+        s.log_query(answer, data)
         return SearchResponse(
             model_name=s.model.name,
             model_version=s.model.version,

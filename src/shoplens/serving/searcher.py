@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from shoplens.catalog_store import DurableCatalog
+from shoplens.catalog_store.query_log import QueryLog, QueryRecord
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX
 from shoplens.query import QueryPipeline
@@ -31,7 +32,7 @@ from shoplens.registry.champion import LoadedModel, load_champion
 from shoplens.search import ProductHit
 from shoplens.tracking import configure_mlflow
 
-IMAGE_MAP, UPLOADS = "images.parquet", "uploads"
+IMAGE_MAP, UPLOADS, QUERY_LOG = "images.parquet", "uploads", "queries.db"
 
 
 class UnknownProduct(LookupError):
@@ -63,6 +64,7 @@ class PhotoAnswer:
     # probably does not sell what was photographed). None: the index has no threshold.
     match: bool | None = None
     match_threshold: float | None = None
+    embedding: np.ndarray | None = None  # the vector the main region was searched with
 
 
 class Searcher:
@@ -92,6 +94,12 @@ class Searcher:
             snapshot_every=int(cfg.search.snapshot_every),
         )  # fmt: skip
         self.index = self.catalog.index
+        log_cfg = cfg.search.query_log
+        self.query_log = (
+            QueryLog(self.state_dir / QUERY_LOG, float(log_cfg.keep_days), log_cfg.store_photos)
+            if log_cfg.enabled
+            else None
+        )
         self.categories = sorted(set(model.categories) | set(self.index.categories))
         images = pd.read_parquet(self.dir / IMAGE_MAP)
         self._cache_rows = dict(zip(images["id"], images[CACHE_INDEX], strict=True))
@@ -136,18 +144,35 @@ class Searcher:
             for i, d in enumerate(result.detections)
         ]
         main, localized, note = regions[0], result.localized, result.note
+        embedding = result.embeddings[0]
         if result.whole_embedding is not None:  # the product spans most of the photo
             whole = self._hits(result.whole_embedding, result.whole_logits, k, category)
             if whole and (not main.hits or whole[0].score > main.hits[0].score):
                 main, localized = RegionHits(None, None, whole), False
+                embedding = result.whole_embedding
                 note = (
                     "the whole photo matched closer than the product's crop (a catalog-like shot)"
                 )
         threshold = self.match_threshold
         match = None if threshold is None else bool(main.hits and main.hits[0].score >= threshold)
         return PhotoAnswer(
-            result.width, result.height, localized, note, main, products, match, threshold
-        )
+            result.width, result.height, localized, note, main, products, match, threshold,
+            embedding,
+        )  # fmt: skip
+
+    def log_query(self, answer: PhotoAnswer, photo: bytes) -> None:
+        """Record a shopper's search when ``search.query_log.enabled`` (for drift monitoring)."""
+        if self.query_log is None or answer.embedding is None:
+            return
+        top = answer.searched.hits[0] if answer.searched.hits else None
+        self.query_log.record(
+            QueryRecord(
+                answer.embedding, f"{self.model.name}:{self.model.version}",
+                top.category if top else None, top.score if top else None,
+                answer.localized, answer.match,
+            ),
+            photo,
+        )  # fmt: skip
 
     @property
     def match_threshold(self) -> float | None:
@@ -218,6 +243,8 @@ class Searcher:
 
     def close(self) -> None:
         self.catalog.close()
+        if self.query_log is not None:
+            self.query_log.close()
 
     def health(self) -> dict[str, Any]:
         return {

@@ -250,3 +250,19 @@ def test_evaluate_measures_the_onnx_graphs_it_checked_against_torch(evaluated):
     for name, sha in record["onnx"]["sha256"].items():
         path = Path(cfg.paths.artifacts_dir) / "onnx" / FILES[name]
         assert checkpoint_sha256(path) == sha
+
+
+def test_the_training_run_names_the_data_it_trained_and_was_measured_on(evaluated):
+    """Lineage in MLflow: dataset inputs whose digest is the DVC data version."""
+    cfg, _ = evaluated
+    info = json.loads((Path(cfg.paths.artifacts_dir) / "train" / "run.json").read_text())
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    inputs = mlflow.get_run(info["mlflow_run_id"]).inputs.dataset_inputs
+    by_context = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in inputs
+    }
+    assert set(by_context) == {"training", "evaluation"}
+    digest = info["data_version"].split(":")[-1][:36]
+    assert {d.digest for d in by_context.values()} == {digest}
+    assert "train + val" in by_context["training"].name and "test" in by_context["evaluation"].name
+    assert mlflow.get_run(info["mlflow_run_id"]).info.status == "FINISHED"

@@ -104,6 +104,8 @@ def test_champion_moves_only_for_a_real_improvement_and_reruns_reuse_the_version
     assert tags["test.recall_at_1"] == "0.6" and "test.baseline.recall_at_1" in tags
     assert tags["shoplens.git_commit"] and tags[DATA_TAG].startswith(("dvc:", "unversioned:"))
     assert tags["shoplens.gate.decision"] == "champion"
+    card = client.get_model_version(NAME, "1").description  # the model card
+    assert f"{NAME} v1" in card and tags[DATA_TAG] in card and "test Recall@1: 0.600" in card
 
     again = register.run(_as_evaluated(stage, 1, recall=0.60))  # same checkpoint: no new version
     assert (again["version"], again["reused_version"], again["decision"]) == (1, 1, "champion")

@@ -61,6 +61,7 @@ from shoplens.pipeline.query_setup import (
 from shoplens.query import Embedded, QueryPipeline
 from shoplens.registry.onnx_export import OnnxExportError, check, disagreement, export_pipeline
 from shoplens.tracking import configure_mlflow, data_version
+from shoplens.tracking.lineage import log_dataset
 from shoplens.tracking.runs import checkpoint_sha256, read_train_run, training_run_id
 from shoplens.training.module import EmbedderModule
 
@@ -135,7 +136,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "gallery": int((~is_query).sum()),
     }
     (out_dir / "evaluated.json").write_text(json.dumps(evaluated, indent=2) + "\n")
-    _track(cfg, checkpoint, metrics, out_dir)
+    _track(cfg, checkpoint, metrics, out_dir, test, evaluated["data_version"])
     base, tuned_recall = metrics["baseline"]["recall@1"], metrics["finetuned"]["recall@1"]
     log.info("test Recall@1: untuned backbone %.3f -> fine-tuned %.3f", base, tuned_recall)
     return metrics
@@ -333,13 +334,16 @@ def _flat(metrics: dict) -> dict[str, dict[str, float]]:
     return flat
 
 
-def _track(cfg: DictConfig, checkpoint: Path, metrics: dict, out_dir: Path) -> None:
-    """Test metrics (``test/<block>/<metric>``) and plots onto the training run."""
+def _track(cfg: DictConfig, checkpoint: Path, metrics: dict, out_dir: Path, test, version) -> None:
+    """Test metrics (``test/<block>/<metric>``), plots and the test split (as an evaluation
+    dataset input) onto the training run."""
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     client = MlflowClient()
     run_id = training_run_id(
         client, read_train_run(checkpoint), cfg.tracking.experiment, "evaluate"
     )
+    log_dataset(client, run_id, test, "catalog (test)", cfg.paths.catalog_dir, version,
+                "evaluation")  # fmt: skip
     now = int(time.time() * 1000)
     batch = [Metric(k, v, now, 0) for k, v in mlflow_metrics(_flat(metrics)).items()]
     for start in range(0, len(batch), 1000):  # MLflow takes at most 1,000 metrics per batch

@@ -33,6 +33,7 @@ from shoplens.pipeline.query_setup import load_localizer, torch_pipeline
 from shoplens.registry.export import log_query_model
 from shoplens.registry.gate import CHAMPION, Standing, decide
 from shoplens.registry.localizer import register_localizer
+from shoplens.registry.model_card import model_card
 from shoplens.registry.onnx_export import FILES
 from shoplens.registry.versions import (
     CHECKPOINT_TAG,
@@ -135,6 +136,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         for key, value in measured.items():
             client.set_model_version_tag(name, str(version), key, value)
         log.info("these checkpoints are already %s v%d: reusing it", name, version)
+
+    trained = module.cfg
+    card = model_card(name, version, metrics, evaluated, {
+        "training run": read_train_run(cfg.evaluate.checkpoint).get("mlflow_run_id", "unknown"),
+        "backbone": trained["backbone"]["name"], "loss": trained["loss"]["name"],
+        "freezing": trained["freeze"]["strategy"], "image size": trained["data"]["image_size"],
+    })  # fmt: skip
+    client.update_model_version(name, str(version), description=card)
 
     current = aliases(client, name)
     previous = current.get(CHAMPION)

@@ -18,9 +18,16 @@ from omegaconf import DictConfig, OmegaConf
 from shoplens.data.augment import build_eval_transform, build_train_transform
 from shoplens.data.backgrounds import TRAIN, read_pool
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, read_categories, read_framing
+from shoplens.data.catalog import (
+    CACHE_FILE,
+    SPLIT,
+    read_categories,
+    read_framing,
+    read_manifest,
+)
 from shoplens.data.photo_crops import build_photo_transform
 from shoplens.tracking import configure_mlflow, data_version, git_commit
+from shoplens.tracking.lineage import dvc_experiment_tags, log_dataset
 from shoplens.training.callbacks import HistoryWriter, SampleBatchLogger
 from shoplens.training.datamodule import CatalogDataModule
 from shoplens.training.module import MONITOR, EmbedderModule
@@ -97,6 +104,7 @@ def run(cfg: DictConfig, extra_callbacks=(), extra_tags=None) -> dict[str, Any]:
             "shoplens.backbone": cfg.backbone.name,
             "shoplens.loss": cfg.loss.name,
             "shoplens.freeze": cfg.freeze.strategy,
+            **dvc_experiment_tags(),
             **(extra_tags or {}),
         },
     )
@@ -132,6 +140,10 @@ def run(cfg: DictConfig, extra_callbacks=(), extra_tags=None) -> dict[str, Any]:
     # Downstream stages (evaluate, register) attach to this run and read the checkpoint.
     (train_dir / "run.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     client, run_id = logger.experiment, logger.run_id
+    manifest = read_manifest(cfg.paths.catalog_dir)
+    trained_on = manifest[manifest[SPLIT].isin(["train", "val"])]
+    log_dataset(client, run_id, trained_on, "catalog (train + val)", cfg.paths.catalog_dir,
+                version, "training")  # fmt: skip
     client.log_artifact(run_id, str(train_dir / "config.yaml"))
     if cfg.tracking.log_checkpoint and checkpoint.best_model_path:
         client.log_artifact(run_id, checkpoint.best_model_path, artifact_path="checkpoints")

@@ -18,6 +18,7 @@ chooses the threshold the service uses from the same photos in milliseconds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc, binary_roc
 
 CALIBRATION_FILE = "no_match_calibration.npz"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,10 @@ def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def calibrate(
-    calibration: Calibration, top_score: Callable[[np.ndarray], np.ndarray]
+    calibration: Calibration, top_score: Callable[[np.ndarray], np.ndarray], gallery: str = ""
 ) -> dict[str, float]:
-    """Choose the threshold on one half of each set, measure it on the other.
+    """Choose the threshold on one half of each set, measure it on the other (and log it,
+    naming ``gallery``).
 
     ``top_score`` maps query embeddings ``(N, D)`` to their best gallery score ``(N,)`` (the
     gallery being calibrated for). Returns ``match_threshold``, ``in_catalog_recall`` and

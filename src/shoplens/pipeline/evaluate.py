@@ -255,14 +255,9 @@ def _no_match(cfg, tuned: QueryPipeline, galleries, answers, out_dir: Path) -> d
     def top_score(queries: np.ndarray) -> np.ndarray:
         return (queries @ gallery.T).max(axis=1)
 
-    result = calibrate(calibration, top_score)
+    result = calibrate(calibration, top_score, "the test gallery")
     recall, false_matches = recall_and_false_matches(calibration, top_score)
     plots.save_no_match_curve(recall, false_matches, result, out_dir / "no_match.png")
-    log.info(
-        "no confident match below %.3f: keeps %.2f of in-catalog photos, passes %.2f of "
-        "out-of-catalog ones (test gallery)",
-        result["match_threshold"], result["in_catalog_recall"], result["false_match_rate"],
-    )  # fmt: skip
     return result
 
 

@@ -45,6 +45,7 @@ from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
 from shoplens.evaluation.retrieval import recall_at_k
 from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
 from shoplens.query import QueryPipeline
+from shoplens.query.onnx_network import onnx_pipeline
 from shoplens.registry.champion import load_champion
 from shoplens.registry.onnx_export import FILES, quantize_int8
 from shoplens.tracking import configure_mlflow
@@ -65,8 +66,6 @@ class _Recorder:
 
 
 def int8_pipeline(cfg, onnx: QueryPipeline, graphs: Path, out: Path) -> QueryPipeline:
-    from shoplens.query.onnx_network import OnnxNetwork
-
     manifest, _ = read_catalog(cfg.paths.catalog_dir)
     train = manifest[manifest[SPLIT] == "train"]
     rows = np.sort(np.random.default_rng(0).choice(train[CACHE_INDEX], CALIBRATION, False))
@@ -75,9 +74,9 @@ def int8_pipeline(cfg, onnx: QueryPipeline, graphs: Path, out: Path) -> QueryPip
     localizer = _Recorder(onnx.localizer) if onnx.localizer is not None else None
     recording = QueryPipeline(onnx.spec, embedder, localizer)
     recording.embed_squares(squares)
-    networks = {"embedder_onnx": OnnxNetwork(
-        quantize_int8(graphs / FILES["embedder_onnx"], out / "embedder_int8.onnx",
-                      np.concatenate(embedder.inputs))
+    files = {"embedder_onnx": quantize_int8(
+        graphs / FILES["embedder_onnx"], out / "embedder_int8.onnx",
+        np.concatenate(embedder.inputs),
     )}  # fmt: skip
     if localizer is not None:
         rng, scenes = np.random.default_rng(1), []
@@ -89,12 +88,11 @@ def int8_pipeline(cfg, onnx: QueryPipeline, graphs: Path, out: Path) -> QueryPip
                 scenes.append(Image.fromarray(photo[y : y + side, x : x + side]))
         scenes += [Image.fromarray(s) for s in squares[: CALIBRATION // 2]]
         recording.product_masks(scenes)
-        networks["localizer_onnx"] = OnnxNetwork(
-            quantize_int8(graphs / FILES["localizer_onnx"], out / "localizer_int8.onnx",
-                          np.concatenate(localizer.inputs)),
-            single=True,
+        files["localizer_onnx"] = quantize_int8(
+            graphs / FILES["localizer_onnx"], out / "localizer_int8.onnx",
+            np.concatenate(localizer.inputs),
         )  # fmt: skip
-    return QueryPipeline(onnx.spec, networks["embedder_onnx"], networks.get("localizer_onnx"))
+    return onnx_pipeline(onnx.spec, files)
 
 
 def quality(cfg, name: str, pipeline: QueryPipeline, photos: int) -> tuple[dict, np.ndarray]:

@@ -16,12 +16,12 @@ from shoplens.models import build_embedder
 from shoplens.models.localizer import build_localizer
 from shoplens.pipeline.query_setup import embedder_forward
 from shoplens.query import EmbedderSpec, LocalizerSpec, QueryPipeline, QuerySpec
+from shoplens.query.onnx_network import onnx_pipeline
 from shoplens.registry.onnx_export import (
     OnnxExportError,
     check,
     disagreement,
     export_pipeline,
-    onnx_query_pipeline,
 )
 
 TOLERANCE = 1e-4
@@ -66,7 +66,7 @@ def test_onnx_pipeline_equals_torch_on_images_and_photos(networks, tmp_path):
     assert max(differences.values()) <= TOLERANCE, differences
     check(differences, TOLERANCE)
     # The whole query (localize -> crop -> embed) agrees too, loaded back from the files alone.
-    reloaded = onnx_query_pipeline(torch_pipeline.spec, files)
+    reloaded = onnx_pipeline(torch_pipeline.spec, files)
     for ours, theirs in zip(
         torch_pipeline.query_batch(_photos()), reloaded.query_batch(_photos()), strict=True
     ):
@@ -82,7 +82,7 @@ def test_a_graph_that_computes_something_else_is_refused(networks, tmp_path):
         tmp_path,
     )  # fmt: skip
     differences = disagreement(
-        torch_pipeline, onnx_query_pipeline(torch_pipeline.spec, files), _squares(), []
+        torch_pipeline, onnx_pipeline(torch_pipeline.spec, files), _squares(), []
     )
     assert differences["embedding"] > 100 * TOLERANCE
     with pytest.raises(OnnxExportError, match="embedding by"):

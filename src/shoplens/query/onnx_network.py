@@ -43,3 +43,17 @@ class OnnxNetwork:
         x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
         outputs = [torch.from_numpy(o) for o in self.session.run(None, {INPUT: x})]
         return outputs[0] if self.single else tuple(outputs)
+
+
+def onnx_pipeline(spec, files: dict):
+    """The query pipeline over exported graphs: ``files`` maps ``embedder_onnx`` (and, for a
+    spec with a localizer, ``localizer_onnx``) to their paths. What evaluate checks and what the
+    registered model runs are built here, once."""
+    from shoplens.query.pipeline import QueryPipeline
+
+    localizer = files.get("localizer_onnx") if spec.localizer is not None else None
+    return QueryPipeline(
+        spec,
+        OnnxNetwork(files["embedder_onnx"]),
+        OnnxNetwork(localizer, single=True) if localizer else None,
+    )

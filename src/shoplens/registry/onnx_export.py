@@ -29,7 +29,7 @@ from torch import nn
 from shoplens.models import Embedder
 from shoplens.models.localizer import Localizer
 from shoplens.query import QueryPipeline
-from shoplens.query.onnx_network import INPUT, OnnxNetwork
+from shoplens.query.onnx_network import INPUT, onnx_pipeline
 
 OPSET = 17
 FILES = {"embedder_onnx": "embedder.onnx", "localizer_onnx": "localizer.onnx"}  # artifact -> file
@@ -86,19 +86,9 @@ def export_pipeline(
         files["localizer_onnx"] = out_dir / FILES["localizer_onnx"]
         export_onnx(localizer, spec.localizer.input_size, files["localizer_onnx"], ["mask"])
     try:
-        return onnx_query_pipeline(spec, files), files
+        return onnx_pipeline(spec, files), files
     except Exception as err:  # ONNX Runtime refusing the graph is a failed export too
         raise OnnxExportError(f"ONNX Runtime cannot load the export: {err}") from err
-
-
-def onnx_query_pipeline(spec, files: dict[str, Path]) -> QueryPipeline:
-    """The query pipeline over exported graphs (``embedder_onnx``[, ``localizer_onnx``])."""
-    localizer = files.get("localizer_onnx") if spec.localizer is not None else None
-    return QueryPipeline(
-        spec,
-        OnnxNetwork(files["embedder_onnx"]),
-        OnnxNetwork(localizer, single=True) if localizer else None,
-    )
 
 
 def disagreement(

@@ -22,6 +22,7 @@ A uint8 array ``(N, H, W, 3)`` of catalog squares is embedded as the index stage
 """
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +46,14 @@ class ShoplensQueryModel(mlflow.pyfunc.PythonModel):
         spec = QuerySpec.from_dict(json.loads(Path(artifacts["spec"]).read_text()))
         default = "onnx" if "embedder_onnx" in artifacts else "torch"
         self.runtime = (getattr(context, "model_config", None) or {}).get("runtime") or default
+        if self.runtime == "onnx" and "embedder_onnx" not in artifacts:
+            # A version registered before ONNX: serve it as it was, say so.
+            warnings.warn("this model version has no ONNX graphs: running torch", stacklevel=2)
+            self.runtime = "torch"
         if self.runtime == "onnx":
-            if "embedder_onnx" not in artifacts:
-                raise ValueError(
-                    "this model version has no ONNX graphs: load it with runtime torch"
-                )
-            from shoplens.query.onnx_network import OnnxNetwork
+            from shoplens.query.onnx_network import onnx_pipeline
 
-            localizer = artifacts.get("localizer_onnx") if spec.localizer else None
-            self.pipeline = QueryPipeline(
-                spec, OnnxNetwork(artifacts["embedder_onnx"]),
-                OnnxNetwork(localizer, single=True) if localizer else None,
-            )  # fmt: skip
+            self.pipeline = onnx_pipeline(spec, artifacts)
         elif self.runtime == "torch":
             localizer = _program(artifacts["localizer"]) if "localizer" in artifacts else None
             self.pipeline = QueryPipeline(spec, _program(artifacts["embedder"]), localizer)

@@ -10,7 +10,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+# The training pipeline and the optional monitor stage (monitor/dvc.yaml, run from the root).
+STAGES = {
+    **yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"],
+    **yaml.safe_load((ROOT / "monitor" / "dvc.yaml").read_text())["stages"],
+}
 
 
 @pytest.fixture(scope="module")

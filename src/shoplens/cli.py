@@ -46,6 +46,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "register the embedder in MLflow; promote it to champion if it beats the current one",
     ),
     "index": ("shoplens.pipeline.index", "embed the catalog with the champion into a search index"),
+    "monitor": (
+        "shoplens.pipeline.monitor",
+        "drift of logged searches against the benchmark and the previous window: report, flag",
+    ),
 }
 # Commands that take their own arguments besides --params and overrides.
 SERVICE = {
@@ -88,6 +92,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from shoplens.data.catalog import CatalogError
     from shoplens.data.images import InvalidImageError
     from shoplens.models.backbone import PretrainedWeightsError
+    from shoplens.monitoring.dispatch import DispatchError
     from shoplens.search import IndexModelMismatch
     from shoplens.serving.auth import UnsafeServing
 
@@ -99,6 +104,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         IndexModelMismatch,
         UnsafeServing,
+        DispatchError,
     )
 
 

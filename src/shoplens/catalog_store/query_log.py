@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS queries (
 CREATE INDEX IF NOT EXISTS queries_at ON queries (at);
 """
 ROTATE_EVERY_S = 60.0
+QUERY_LOG_FILE = "queries.db"  # in search.state_dir, beside the catalog journal
 
 
 @dataclass(frozen=True)

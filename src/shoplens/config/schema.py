@@ -231,6 +231,36 @@ class QueryConfig:
 
 
 @dataclass
+class DriftConfig:
+    """shoplens.monitoring.DriftSettings."""
+
+    method: str = MISSING  # Evidently's embedding drift method: ratio | mmd | model | distance
+    embedding_threshold: float = MISSING  # ratio: share of dims; mmd: MMD²; model: ROC AUC
+    component_alpha: float = MISSING  # ratio: a dimension drifted below this p-value
+    pca_components: int | None = MISSING
+    alpha: float = MISSING  # category mix, top score, no-match share: p-value threshold
+
+
+@dataclass
+class DispatchConfig:
+    enabled: bool = MISSING  # drift flagged: send a repository_dispatch to GitHub
+    github_repository: str | None = MISSING  # owner/name (null: $GITHUB_REPOSITORY)
+    event_type: str = MISSING  # what .github/workflows/retrain.yml listens for
+    api_url: str = MISSING
+
+
+@dataclass
+class MonitorConfig:
+    """``shoplens monitor``: drift of the query log (shoplens.monitoring)."""
+
+    window_hours: float = MISSING  # the current window: the last this many hours
+    min_queries: int = MISSING  # fewer searches: no verdict
+    references: list[str] = MISSING  # benchmark | previous
+    drift: DriftConfig = MISSING
+    dispatch: DispatchConfig = MISSING
+
+
+@dataclass
 class ShoplensConfig:
     seed: int = MISSING
     paths: PathsConfig = MISSING
@@ -251,6 +281,7 @@ class ShoplensConfig:
     search: SearchConfig = MISSING
     query: QueryConfig = MISSING
     localizer: LocalizerConfig = MISSING
+    monitor: MonitorConfig = MISSING
     ckpt_path: str | None = MISSING  # resume training from this checkpoint ("last": last.ckpt)
 
 
@@ -259,4 +290,5 @@ class ShoplensConfig:
 CHOICES: dict[str, tuple[str, ...]] = {
     "query.runtime": ("onnx", "torch"),
     "search.embed.engine": ("local", "ray"),
+    "monitor.drift.method": ("ratio", "mmd", "model", "distance"),
 }

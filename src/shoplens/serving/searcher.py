@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from shoplens.catalog_store import DurableCatalog
-from shoplens.catalog_store.query_log import QueryLog, QueryRecord
+from shoplens.catalog_store.query_log import QUERY_LOG_FILE, QueryLog, QueryRecord
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX
 from shoplens.query import QueryPipeline
@@ -32,7 +32,7 @@ from shoplens.registry.champion import LoadedModel, load_champion
 from shoplens.search import ProductHit
 from shoplens.tracking import configure_mlflow
 
-IMAGE_MAP, UPLOADS, QUERY_LOG = "images.parquet", "uploads", "queries.db"
+IMAGE_MAP, UPLOADS = "images.parquet", "uploads"
 
 
 class UnknownProduct(LookupError):
@@ -96,7 +96,9 @@ class Searcher:
         self.index = self.catalog.index
         log_cfg = cfg.search.query_log
         self.query_log = (
-            QueryLog(self.state_dir / QUERY_LOG, float(log_cfg.keep_days), log_cfg.store_photos)
+            QueryLog(
+                self.state_dir / QUERY_LOG_FILE, float(log_cfg.keep_days), log_cfg.store_photos
+            )
             if log_cfg.enabled
             else None
         )

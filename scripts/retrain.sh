@@ -6,12 +6,17 @@
 #   scripts/retrain.sh -S loss=arcface -S optimizer.lr=3e-4   # dvc exp run -S ... (an experiment)
 #   scripts/retrain.sh --dry-run -S loss=arcface              # print the commands, run nothing
 #
-# Steps: pull the DVC-tracked data and outputs from the default remote (skipped when there is
-# none, e.g. the embedded Fashion-MNIST default read from Debian's package), run the pipeline
+# Steps: pull the DVC-tracked data and outputs from the default remote, run the pipeline
 # (preprocess -> train -> evaluate -> register: the register stage's promotion gate decides
-# whether alias `champion` moves), then write a markdown summary: `dvc metrics diff --md` and
-# the registry decision (reports/registry.json). The summary goes to $GITHUB_STEP_SUMMARY when
-# set, else to stdout; it is always kept as <reports_dir>/retrain_summary.md.
+# whether alias `champion` moves), push what it produced back to the remote, then write a
+# markdown summary: `dvc metrics diff --md`, the registry decision (reports/registry.json) and
+# the key plots. The summary goes to $GITHUB_STEP_SUMMARY when set, else to stdout; it is always
+# kept as <reports_dir>/retrain_summary.md (the workflow posts it as a commit comment with CML).
+#
+# The DVC remote: the repository's default (.dvc/config: `local`, a folder beside the
+# checkout), or $DVC_REMOTE_URL when set (e.g. s3://bucket/shoplens, with AWS_* credentials;
+# added as remote `env` in .dvc/config.local, which git ignores). On a CI runner a local folder
+# is thrown away with the runner: the script says so in the summary.
 #
 # Exit status: that of the pipeline. A model that does not beat the champion is a successful
 # retrain (exit 0: the gate kept the champion and registered the model as `challenger`).
@@ -28,6 +33,7 @@ usage: scripts/retrain.sh [--dry-run] [--no-pull] [--allow-local-store] [-S key=
   -S, --set-param key=value  a Hydra override of conf/ (repeatable): runs `dvc exp run -S ...`;
                              a bare key=value is taken as -S key=value
   --no-pull                  do not `dvc pull` before running
+  --no-push                  do not `dvc push` what the pipeline produced
   --allow-local-store        on a CI runner without MLFLOW_TRACKING_URI, register into the
                              runner's throwaway mlflow.db anyway (refused otherwise)
   -n, --dry-run              print the commands that would run, run nothing
@@ -37,12 +43,14 @@ EOF
 
 dry_run=0
 pull=1
+push=1
 allow_local_store=0
 overrides=()
 while (($#)); do
   case "$1" in
     -n | --dry-run) dry_run=1 ;;
     --no-pull) pull=0 ;;
+    --no-push) push=0 ;;
     --allow-local-store) allow_local_store=1 ;;
     -h | --help)
       usage
@@ -87,7 +95,7 @@ fi
 
 # An unset GitHub secret arrives as an empty variable: unset it so clients use their defaults.
 for name in MLFLOW_TRACKING_URI MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD \
-  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN; do
+  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_ENDPOINT_URL DVC_REMOTE_URL; do
   if [[ -v "$name" && -z "${!name}" ]]; then
     unset "$name"
   fi
@@ -129,17 +137,31 @@ compose_params() {
 
 notes=()
 status=0  # the first failure's exit status: a failed step skips the rest but still reports
-if ((pull)); then
-  if remote="$(dvc remote default 2>/dev/null)" && [[ -n "$remote" ]]; then
-    # Outputs never pushed are simply rebuilt by the pipeline; any other error (credentials,
-    # network) fails the retrain.
-    run dvc pull --allow-missing || status=$?
-    if ((status)); then
-      notes+=("\`dvc pull\` from remote '$remote' failed (exit $status): the pipeline did not run.")
-    fi
-  else
-    notes+=("No default DVC remote: nothing pulled; the pipeline reads its data from data.root.")
-    echo "retrain.sh: no default DVC remote configured, skipping dvc pull"
+if [[ -n "${DVC_REMOTE_URL:-}" ]]; then
+  run dvc remote add --local --force --default env "$DVC_REMOTE_URL" || status=$?
+fi
+if ((dry_run)) && [[ -n "${DVC_REMOTE_URL:-}" ]]; then
+  remote=env
+else
+  remote="$(dvc remote default 2>/dev/null || true)"
+fi
+remote_url=""
+if [[ -n "$remote" ]]; then
+  remote_url="$(dvc remote list 2>/dev/null | awk -v r="$remote" '$1 == r {print $2}')"
+  remote_url="${remote_url:-${DVC_REMOTE_URL:-}}"
+fi
+if [[ -z "$remote" ]]; then
+  notes+=("No default DVC remote: nothing pulled or pushed; the pipeline reads data.root.")
+  echo "retrain.sh: no default DVC remote configured, skipping dvc pull and push"
+elif [[ "${CI:-}" == "true" && "$remote_url" != *://* ]]; then
+  notes+=("DVC remote '$remote' is a folder on this runner, thrown away with it: set the DVC_REMOTE_URL secret (README, 'Retraining').")
+fi
+if ((pull)) && ((!status)) && [[ -n "$remote" ]]; then
+  # Outputs never pushed are simply rebuilt by the pipeline; any other error (credentials,
+  # network) fails the retrain.
+  run dvc pull --allow-missing || status=$?
+  if ((status)); then
+    notes+=("\`dvc pull\` from remote '$remote' failed (exit $status): the pipeline did not run.")
   fi
 fi
 
@@ -169,6 +191,16 @@ fi
 registry_before="$(cksum 2>/dev/null <"$reports_dir/registry.json" || true)"
 if ((!status)); then
   run "${pipeline[@]}" || status=$?
+fi
+# What the run produced (data versions, models' files, metrics) goes to the remote, so the
+# next retrain (or a teammate's `dvc pull`) starts from it instead of rebuilding.
+if ((push)) && ((!status)) && [[ -n "$remote" ]]; then
+  if run dvc push; then
+    notes+=("Pushed the pipeline's outputs to DVC remote '$remote'.")
+  else
+    status=$?
+    notes+=("\`dvc push\` to remote '$remote' failed (exit $status).")
+  fi
 fi
 
 diff_cmd=(dvc metrics diff --md)
@@ -228,6 +260,9 @@ mkdir -p "$reports_dir"
   echo
   # shellcheck disable=SC2016 # markdown backticks, not a command substitution
   printf -- '- command: `%s`\n' "${pipeline[*]}"
+  if [[ -n "${RETRAIN_REASON:-}" ]]; then
+    printf -- '- started by: %s\n' "$RETRAIN_REASON"
+  fi
   if ((status)); then
     echo "- result: **failed** (exit $status)"
   else
@@ -255,6 +290,21 @@ mkdir -p "$reports_dir"
   if [[ -n "$registry_before" && "$registry_before" == "$registry_after" ]]; then
     echo
     echo "_This run did not re-run the gate: the decision above is from an earlier run._"
+  fi
+  # The key plots, as paths relative to this file (CML uploads them with the comment).
+  plots=()
+  for plot in evaluate/category_recall.png evaluate/no_match.png evaluate/retrieval_gallery.png \
+    monitor/drift.png; do
+    if [[ -f "$reports_dir/$plot" ]]; then
+      plots+=("$plot")
+    fi
+  done
+  if ((${#plots[@]})); then
+    echo
+    echo "### Plots"
+    for plot in "${plots[@]}"; do
+      printf '\n![%s](%s)\n' "$plot" "$plot"
+    done
   fi
 } >"$summary_file"
 

@@ -179,3 +179,83 @@ def test_retrain_on_ci_refuses_a_throwaway_tracking_store():
     assert _dry_run("--allow-local-store", CI="true").returncode == 0
     assert _dry_run(CI="true", MLFLOW_TRACKING_URI="http://mlflow.example:5000").returncode == 0
     assert _dry_run(CI="true", MLFLOW_TRACKING_URI="").returncode == 2  # an unset secret
+
+
+def _commands(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line[2:] for line in proc.stdout.splitlines() if line.startswith("+ ")]
+
+
+def test_retrain_dry_run_pulls_runs_and_pushes_in_that_order():
+    commands = _commands(_dry_run())
+    assert commands.index("dvc pull --allow-missing") < commands.index("dvc repro")
+    assert commands.index("dvc repro") < commands.index("dvc push")
+    assert "dvc push" not in _commands(_dry_run("--no-push"))
+    s3 = _commands(_dry_run(DVC_REMOTE_URL="s3://shop-bucket/shoplens"))
+    assert s3[0] == "dvc remote add --local --force --default env s3://shop-bucket/shoplens"
+
+
+FAKE_DVC = r"""#!/usr/bin/env bash
+# Stands in for dvc: records each call, and `repro` writes what the stages would.
+echo "$*" >>"$CALLS"
+case "$1 $2" in
+  "remote default") echo local ;;
+  "remote list") echo "local /tmp/remote (default)" ;;
+  "metrics diff") printf '| Path | Metric | HEAD | workspace |\n|---|---|---|---|\n| reports/metrics.json | finetuned.recall@1 | 0.87 | 0.88 |\n' ;;
+esac
+if [[ "$1" == repro ]]; then
+  mkdir -p reports/evaluate
+  printf '{"model_name": "embedder", "version": "4", "decision": "promoted", "promoted": true,
+    "recall@1": 0.88, "champion_version": "4", "reason": "beats v3 by 0.01"}' >reports/registry.json
+  printf 'png' >reports/evaluate/no_match.png
+fi
+"""
+
+
+def test_the_retrain_step_runs_end_to_end_with_a_recording_dvc(tmp_path):
+    """The workflow's step for real (not --dry-run): scripts/retrain.sh in a copy of the project
+    with `dvc` replaced by a recorder, so the order of calls, the summary the commit comment
+    posts, the job summary and the step outputs are what a GitHub run would get."""
+    root = tmp_path / "project"
+    shutil.copytree(ROOT / "conf", root / "conf")
+    shutil.copytree(ROOT / "scripts", root / "scripts")
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dvc").write_text(FAKE_DVC)
+    (fake / "dvc").chmod(0o755)
+    summary, outputs, calls = tmp_path / "summary.md", tmp_path / "outputs", tmp_path / "calls"
+    env = {
+        "PATH": f"{fake}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+        "CALLS": str(calls), "GITHUB_STEP_SUMMARY": str(summary), "GITHUB_OUTPUT": str(outputs),
+        "RETRAIN_REASON": 'repository_dispatch {"drifted": {"previous": ["embeddings"]}}',
+    }  # fmt: skip
+    proc = subprocess.run(["bash", str(root / "scripts" / "retrain.sh")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    recorded = calls.read_text().splitlines()
+    assert [c.split()[0] for c in recorded if c.split()[0] in ("pull", "repro", "push")] == [
+        "pull",
+        "repro",
+        "push",
+    ]
+    written = (root / "reports" / "retrain_summary.md").read_text()
+    assert written == summary.read_text()
+    assert "**embedder v4: promoted** (promoted to champion)" in written
+    assert "finetuned.recall@1 | 0.87 | 0.88" in written
+    assert "![evaluate/no_match.png](evaluate/no_match.png)" in written  # CML uploads it
+    assert (
+        "started by: repository_dispatch" in written and "Pushed the pipeline's outputs" in written
+    )
+    assert "decision=promoted" in outputs.read_text()
+
+
+def test_drift_dispatch_and_the_commit_comment_are_wired_to_what_the_code_sends_and_writes():
+    workflow = _workflow(RETRAIN_YML)
+    monitor = yaml.safe_load((ROOT / "conf" / "monitor" / "default.yaml").read_text())
+    assert monitor["dispatch"]["event_type"] in workflow["on"]["repository_dispatch"]["types"]
+    (job,) = workflow["jobs"].values()
+    (comment,) = [s for s in job["steps"] if "cml comment create" in s.get("run", "")]
+    assert "reports/retrain_summary.md" in comment["run"] and "--publish" in comment["run"]
+    assert comment["env"]["REPO_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
+    (step,) = [s for s in job["steps"] if "scripts/retrain.sh" in s.get("run", "")]
+    assert step["env"]["DVC_REMOTE_URL"] == "${{ secrets.DVC_REMOTE_URL }}"

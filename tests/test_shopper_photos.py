@@ -164,3 +164,38 @@ def test_out_of_catalog_photos_are_reproducible_and_differ_by_kind(tmp_path):
     photos = [read_out_of_catalog_photo(tmp_path / "1", n) for n in first["photo"]]
     assert photos == [read_out_of_catalog_photo(tmp_path / "2", n) for n in first["photo"]]
     assert len(set(photos)) == len(photos)
+
+
+def _small_photo_inputs():
+    """Four 28-px 'catalog images' in an 80-px cache (a filled square product), one scene."""
+    images = np.full((4, 80, 80, 3), 255, np.uint8)
+    masks = np.zeros((4, 80, 80), np.uint8)
+    for i in range(4):
+        images[i, 10:70, 10:70] = (40 * i, 200 - 40 * i, 90)
+        masks[i, 10:70, 10:70] = 255
+    products = pd.DataFrame({"product_id": [f"p{i}" for i in range(4)],
+                             "category": ["bag", "bag", "shoe", "shoe"], "cache_index": range(4)})  # fmt: skip
+    scene = np.random.default_rng(0).integers(0, 255, (300, 400, 3)).astype(np.uint8)
+    return products, images, masks, np.full(4, 28), {"street": scene}
+
+
+def test_small_photos_draw_the_product_at_the_asked_fraction_of_its_catalog_resolution(tmp_path):
+    from shoplens.evaluation.small_photos import SmallPhotoSettings, make_small_photos
+
+    settings = SmallPhotoSettings(photos=12, resolution=(0.4, 0.7), rotation=0.0)
+    table = make_small_photos(*_small_photo_inputs(), tmp_path, settings)
+    # The product fills 60 of the cache's 80 px: 21 px of its 28-px catalog image.
+    assert set(table["catalog_side"]) == {21.0}
+    assert table["resolution"].between(0.3, 0.8).all()
+    assert table["product_side"].between(7, 16).all()
+    assert list(table["kind"][:2]) == ["thumbnail", "zoomed_out"]
+    thumbs, wide = table[table["kind"] == "thumbnail"], table[table["kind"] == "zoomed_out"]
+    assert (thumbs[["width", "height"]].max(axis=1) <= 64).all()
+    assert (wide[["width", "height"]].max(axis=1) >= 192).all()
+    for record in table.itertuples():  # a JPEG upload of the frame's size
+        photo = Image.open(tmp_path / "photos" / f"{record.photo}.jpg")
+        assert photo.format == "JPEG" and photo.size == (record.width, record.height)
+    again = make_small_photos(*_small_photo_inputs(), tmp_path / "again", settings)
+    pd.testing.assert_frame_equal(table, again)
+    with pytest.raises(ValueError, match="resolution"):
+        SmallPhotoSettings(resolution=(0.5, 1.5))

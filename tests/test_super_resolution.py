@@ -60,3 +60,32 @@ def test_a_trained_tiny_resolver_beats_bicubic_on_held_out_test_catalog_photos(w
     measured = compare_with_bicubic(module.network, low, test)
     assert measured["psnr"] > measured["bicubic_psnr"] + 0.5, measured
     assert measured["ssim"] > measured["bicubic_ssim"], measured
+
+
+def test_only_a_small_crop_is_super_resolved_and_only_once():
+    from PIL import Image
+
+    from shoplens.query.crop import crop_product
+    from shoplens.query.localize import Detection
+    from shoplens.query.upscale import Upscaler
+
+    calls = []
+
+    def network(x):
+        calls.append(tuple(x.shape))
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    upscaler = Upscaler(network, scale=2, below=40)
+    large = Image.new("RGB", (60, 30), (200, 10, 10))
+    assert upscaler(large) is large and not calls  # never upscaled
+    tiny = Image.new("RGB", (12, 20), (10, 200, 10))
+    bigger = upscaler(tiny)
+    assert bigger.size == (24, 40) and calls == [(1, 3, 20, 12)]
+    assert upscaler(bigger) is bigger and len(calls) == 1  # 40 px is no longer small
+    photo = Image.new("RGB", (200, 150), (90, 90, 90))
+    small_box = Detection((50, 50, 66, 70), 0.9, 0.01, 1)
+    square = crop_product(photo, 80, small_box, margin=0.0, mask_background=False,
+                          backdrop=(255, 255, 255), upscale=upscaler)  # fmt: skip
+    assert square.shape == (80, 80, 3) and calls[-1] == (1, 3, 20, 16)
+    with pytest.raises(ValueError, match="below"):
+        Upscaler(network, 2, 0)

@@ -4,6 +4,8 @@ localizer's mask, letterboxed like a catalog shot."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from PIL import Image
 
@@ -21,13 +23,15 @@ def crop_product(
     margin: float,
     mask_background: bool,
     backdrop: tuple[int, int, int],
+    upscale: Callable[[Image.Image], Image.Image] | None = None,
 ) -> np.ndarray:
     """A ``size`` letterboxed uint8 square: the whole photo, or the detection's box plus
     ``margin`` (share of each side) with, when ``mask_background`` and a mask are given,
     everything outside this product's mask in ``backdrop``. ``labels``/``prob`` are the
-    localizer's maps over ``image`` letterboxed to their side."""
+    localizer's maps over ``image`` letterboxed to their side. ``upscale``: applied to the
+    region before letterboxing (super-resolution of small crops, :mod:`shoplens.query.upscale`)."""
     if detection is None:
-        return letterbox(image, size)
+        return letterbox(upscale(image) if upscale else image, size)
     x0, y0, x1, y1 = detection.box
     mx, my = margin * (x1 - x0), margin * (y1 - y0)
     cx0, cy0 = max(0, int(x0 - mx)), max(0, int(y0 - my))
@@ -39,7 +43,7 @@ def crop_product(
         pixels += np.asarray(backdrop, dtype=np.float32) * (1 - alpha)
         region = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8))
     # letterbox pads with the region's border colour: the backdrop once it is masked.
-    return letterbox(region, size)
+    return letterbox(upscale(region) if upscale else region, size)
 
 
 def _alpha(size, box, photo_size, detection, labels, prob) -> np.ndarray:

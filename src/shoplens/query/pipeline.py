@@ -94,10 +94,14 @@ class QueryPipeline:
         spec: QuerySpec,
         embedder: EmbedderForward,
         localizer: LocalizerForward | None = None,
+        upscaler: Callable[[Image.Image], Image.Image] | None = None,
     ):
         if spec.localizer is not None and localizer is None:
             raise ValueError("the spec names a localizer but none was given")
         self.spec, self.embedder, self.localizer = spec, embedder, localizer
+        # Super-resolution of small crops (shoplens.query.upscale): measured by
+        # benchmarks/small_photos.py, not yet part of a registered model.
+        self.upscaler = upscaler
         self.limits = ImageLimits(**spec.limits) if spec.limits else ImageLimits()
 
     @property
@@ -162,7 +166,7 @@ class QueryPipeline:
         return crop_product(
             image, spec.embedder.letterbox_size, detection, labels, prob,
             margin=spec.crop_margin, mask_background=spec.mask_background,
-            backdrop=spec.backdrop,
+            backdrop=spec.backdrop, upscale=self.upscaler,
         )  # fmt: skip
 
     # -- the whole pipeline --------------------------------------------------------------

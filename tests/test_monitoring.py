@@ -201,3 +201,13 @@ def test_a_failed_retrain_request_still_leaves_the_report(tmp_path, monkeypatch)
         monitor.run(cfg, now=now)
     written = json.loads((tmp_path / "reports" / "monitor.json").read_text())
     assert written["drifted"] and "GITHUB_TOKEN" in written["dispatch_error"]
+
+
+def test_searches_without_a_top_score_are_left_out_of_the_score_test():
+    rng = np.random.default_rng(9)
+    reference, calm, worse = _window(rng, 200), _window(rng, 200), _window(rng, 200)
+    worse.table["top_score"] -= 0.05  # the catalog matching worse
+    for window in (calm, worse):
+        window.table.loc[:40, "top_score"] = None  # answered by an empty index
+    assert not compare(calm, reference, DriftSettings())["top_score"]["drifted"]
+    assert compare(worse, reference, DriftSettings())["top_score"]["drifted"]

@@ -135,6 +135,10 @@ def _value_test(
     from evidently.legacy.core import ColumnType
 
     kind = ColumnType.Categorical if categorical else ColumnType.Numerical
+    # Searches of an empty index have no top score: compare the scores there are.
+    reference, current = reference.dropna(), current.dropna()
+    if len(reference) < 2 or len(current) < 2:
+        return 1.0, False
     result = get_stattest(reference, current, kind, test)(reference, current, kind, alpha)
     p_value = float(result.drift_score)
     # Evidently's z-test is undefined (nan) when both windows hold one value only: no drift.

@@ -1,22 +1,23 @@
 """Small photos: how search does when the product has fewer pixels than its catalog photo.
 
-    python benchmarks/small_photos.py [--photos 600]
+    python benchmarks/small_photos.py [--photos 600] [--sr-epochs 3] [--compare-model NAME]
 
 The ruler of the super-resolution work (README, "Small photos"): test-split products at
 40-70% of their catalog resolution, as thumbnails and as small products in zoomed-out photos,
-on evaluation backgrounds (:mod:`shoplens.evaluation.small_photos`), answered by the served
-champion and index through the service's code (``Searcher.answer``). Variants side by side in
-one run, on the same photos:
+on evaluation backgrounds (:mod:`shoplens.evaluation.small_photos`). Every variant answers the
+same photos through :class:`~shoplens.query.QueryPipeline` and searches the test split's
+catalog shots embedded by its own pipeline (evaluate's shopper-photo scoring, reused), side by
+side in one run:
 
-* ``as_served``: the registered query pipeline (localize -> crop -> Lanczos letterbox to the
-  embedder's side -> embed): the upscaling every small crop gets today;
-* ``whole_frame``: the same without localization (``query.localize=false``);
-* ``super_resolution``: as served, with crops smaller than half the embedder's letterbox side
-  super-resolved x2 first (:mod:`shoplens.query.upscale`) by a network trained here on the
-  catalog's train split (benchmarks/super_resolution.py's training, ``--sr-epochs``).
-
-Reports category@1, category@5 and product@1 (the photographed product itself first; it is in
-the index) per kind and overall.
+* ``champion``: the registered champion as it serves (localize -> crop -> Lanczos letterbox
+  up to the embedder's side -> embed); its embedder trains on products pasted 14-96 px long;
+* ``champion_whole_frame``: the same without localization;
+* ``<model>+sr``: crops smaller than half the embedder's letterbox side super-resolved x2
+  first (:mod:`shoplens.query.upscale`) by a network trained here on the catalog's train
+  split (benchmarks/super_resolution.py's training, ``--sr-epochs``; 0: none);
+* ``--compare-model NAME``: the champion of another registered model, e.g. one trained without
+  small products (README, "Small photos", registers one as ``shoplens-embedder-no-lowres``):
+  plain upscaling in front of an embedder that never saw low resolution.
 """
 
 from __future__ import annotations
@@ -33,27 +34,33 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm import tqdm
 
 from shoplens.config import load_config
 from shoplens.data.backgrounds import EVAL, read_pool
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, CUTOUT, MASKS_FILE, PATH, SPLIT, read_manifest
-from shoplens.evaluation.shopper_photos import PHOTOS_DIR
+from shoplens.data.catalog import (
+    CACHE_FILE,
+    CACHE_INDEX,
+    CATEGORY,
+    CUTOUT,
+    MASKS_FILE,
+    PATH,
+    PRODUCT_ID,
+    SPLIT,
+    read_manifest,
+)
+from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
 from shoplens.evaluation.small_photos import SmallPhotoSettings, make_small_photos
+from shoplens.query import QueryPipeline
 from shoplens.query.upscale import Upscaler
-from shoplens.registry.champion import LoadedModel
-from shoplens.serving.searcher import Searcher
+from shoplens.registry.champion import LoadedModel, load_champion
+from shoplens.tracking import configure_mlflow
 from shoplens.training.super_resolution import SuperResolutionModule
 
-K = 5
 
-
-def small_photos(cfg, n: int, out: Path) -> pd.DataFrame:
+def small_photos(cfg, test: pd.DataFrame, n: int, out: Path) -> pd.DataFrame:
     catalog_dir = Path(cfg.paths.catalog_dir)
-    manifest = read_manifest(catalog_dir)
-    products = manifest[(manifest[SPLIT] == "test") & (manifest[CUTOUT] == "")]
-    products = products.reset_index(drop=True)
+    products = test[test[CUTOUT] == ""].reset_index(drop=True)
     native = np.array([max(Image.open(p).size) for p in products[PATH]])
     return make_small_photos(
         products, open_cache(catalog_dir / CACHE_FILE), np.load(catalog_dir / MASKS_FILE),
@@ -73,66 +80,64 @@ def train_super_resolver(cfg, epochs: int, scale: int = 2):
     return module.network.eval()
 
 
-def answer_all(searcher: Searcher, table: pd.DataFrame, photos: Path, name: str) -> pd.DataFrame:
-    rows = []
-    for record in tqdm(table.itertuples(), total=len(table), desc=name, unit="photo"):
-        answer = searcher.answer((photos / f"{record.photo}.jpg").read_bytes(), K)
-        hits = answer.searched.hits
-        rows.append({
-            "kind": record.kind,
-            "category@1": bool(hits) and hits[0].category == record.category,
-            f"category@{K}": any(h.category == record.category for h in hits),
-            "product@1": bool(hits) and hits[0].product_id == record.product_id,
-            "localized": answer.localized,
-        })  # fmt: skip
-    return pd.DataFrame(rows)
+def gallery(pipeline: QueryPipeline, cache, test: pd.DataFrame) -> np.ndarray:
+    rows = test[CACHE_INDEX].to_numpy()
+    return np.concatenate([pipeline.embed_squares(np.asarray(cache[rows[i : i + 256]])).embeddings
+                           for i in range(0, len(rows), 256)])  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--photos", type=int, default=600)
     parser.add_argument("--sr-epochs", type=int, default=3, help="0: no super-resolution variant")
+    parser.add_argument("--compare-model", default=None, help="another registered model's champion")
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/small_photos.json"))
     args = parser.parse_args()
     started = time.perf_counter()
     cfg = load_config()
-    served = Searcher(cfg)
-    model: LoadedModel = served.model
-    variants = {
-        "as_served": served,
-        "whole_frame": Searcher(load_config(["query.localize=false"]), model),
-    }
-    report: dict = {"photos": args.photos, "model": f"{model.name}:{model.version}"}
-    if args.sr_epochs:
-        network = train_super_resolver(cfg, args.sr_epochs)
-        with_sr = Searcher(cfg, model)
-        below = model.pipeline.spec.embedder.letterbox_size // network.scale
-        with_sr.pipeline.upscaler = Upscaler(network, network.scale, below)
-        variants["super_resolution"] = with_sr
-        report["super_resolution_below_px"] = below
+    configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
+    name, runtime = str(cfg.registry.model_name), str(cfg.query.runtime)
+    models: dict[str, LoadedModel] = {"champion": load_champion(name, runtime=runtime)}
+    if args.compare_model:
+        models[args.compare_model] = load_champion(args.compare_model, runtime=runtime)
+    network = train_super_resolver(cfg, args.sr_epochs) if args.sr_epochs else None
+    catalog_dir = Path(cfg.paths.catalog_dir)
+    manifest = read_manifest(catalog_dir)
+    test = manifest[manifest[SPLIT] == "test"].reset_index(drop=True)
+    cache = open_cache(catalog_dir / CACHE_FILE)
+    report: dict = {"photos": args.photos, "versions": {k: m.version for k, m in models.items()}}
     with tempfile.TemporaryDirectory() as tmp:
-        table = small_photos(cfg, args.photos, Path(tmp))
-        report["product_side_px"] = {
-            "median": float(table["product_side"].median()),
-            "p10": float(table["product_side"].quantile(0.1)),
-            "p90": float(table["product_side"].quantile(0.9)),
-        }
-        for name, searcher in variants.items():
-            found = answer_all(searcher, table, Path(tmp) / PHOTOS_DIR, name)
-            metrics = ["category@1", f"category@{K}", "product@1", "localized"]
-            per_kind = found.groupby("kind")[metrics].mean()
-            report[name] = {
-                "all": {m: float(found[m].mean()) for m in metrics},
-                **{
-                    kind: {m: float(v) for m, v in row.items()} for kind, row in per_kind.iterrows()
-                },
-            }
+        table = small_photos(cfg, test, args.photos, Path(tmp)).assign(bucket=lambda t: t["kind"])
+        report["product_side_px"] = table["product_side"].quantile([0.1, 0.5, 0.9]).tolist()
+        for label, model in models.items():
+            base = model.pipeline
+            g = gallery(base, cache, test)
+            variants = [Variant(label, base, "localize")]
+            if label == "champion":
+                variants.append(Variant(f"{label}_whole_frame", base, "frame"))
+            if network is not None:
+                below = base.spec.embedder.letterbox_size // network.scale
+                upscaled = QueryPipeline(base.spec, base.embedder, base.localizer,
+                                         upscaler=Upscaler(network, network.scale, below))  # fmt: skip
+                variants.append(Variant(f"{label}+sr", upscaled, "localize"))
+            for variant in variants:
+                found = answer(variant, table, Path(tmp))
+                if variant.mode == "localize":
+                    found = found.closer_of_whole_and_crop(g)
+                report[variant.name] = search_metrics(
+                    found.embeddings, g, table, list(test[CATEGORY]), list(test[PRODUCT_ID])
+                )
     report["seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"product side in the photo: {report['product_side_px']} px")
-    for name in variants:
-        print(name, json.dumps(report[name], indent=1))
+    print(f"product side in the photo (p10, p50, p90): {report['product_side_px']} px")
+    print(f"{'variant':<28} {'c@1':>6} {'c@5':>6} {'p@1':>6} {'thumb c@1':>10} {'zoomed c@1':>11}")
+    for key, value in report.items():
+        if isinstance(value, dict) and "all" in value:
+            a = value["all"]
+            print(f"{key:<28} {a['category@1']:>6.3f} {a['category@5']:>6.3f} "
+                  f"{a['product@1']:>6.3f} {value['thumbnail']['category@1']:>10.3f} "
+                  f"{value['zoomed_out']['category@1']:>11.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":

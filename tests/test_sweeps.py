@@ -103,8 +103,10 @@ def test_optuna_dashboard_reads_the_storage(three_trials, workspace):
 
 def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, overrides, tmp_path):
     args = [*_args(workspace, overrides, "resume", "hydra/sweeper=shoplens_optuna", LR)]
-    # Four epochs a trial: the interrupt must land while trial 1 trains, not after it ended.
-    args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=4"]
+    # Ten epochs a trial (several seconds): the interrupt must land while trial 1 trains, not
+    # after it ended, and one poll of the study (a new SQLite storage each time) takes a while.
+    # Four epochs (about 3 s) let trial 1 finish between polls on a fast run.
+    args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=10"]
     worker, storage = start_sweep(args, tmp_path / "first.log"), sqlite_url(workspace)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:

@@ -103,10 +103,11 @@ def test_optuna_dashboard_reads_the_storage(three_trials, workspace):
 
 def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, overrides, tmp_path):
     args = [*_args(workspace, overrides, "resume", "hydra/sweeper=shoplens_optuna", LR)]
-    # Ten epochs a trial (several seconds): the interrupt must land while trial 1 trains, not
-    # after it ended, and one poll of the study (a new SQLite storage each time) takes a while.
-    # Four epochs (about 3 s) let trial 1 finish between polls on a fast run.
-    args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=10"]
+    # Ten full epochs a trial (several seconds; no early stopping, which ended trials after
+    # 4-5 epochs): the interrupt must land while trial 1 trains, not after it ended, and one
+    # poll of the study (a new SQLite storage each time) takes a while. With 2-3 s trials the
+    # interrupt came too late on fast runs.
+    args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=10", "callbacks.early_stopping=null"]
     worker, storage = start_sweep(args, tmp_path / "first.log"), sqlite_url(workspace)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and worker.poll() is None:

@@ -8,7 +8,6 @@ test_sweep_runner.py and test_sweep_space.py.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 from wsgiref.util import setup_testing_defaults
@@ -108,14 +107,17 @@ def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, override
     # poll of the study (a new SQLite storage each time) takes a while. With 2-3 s trials the
     # interrupt came too late on fast runs.
     args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=10", "callbacks.early_stopping=null"]
-    worker, storage = start_sweep(args, tmp_path / "first.log"), sqlite_url(workspace)
+    log = tmp_path / "first.log"
+    worker, storage = start_sweep(args, log), sqlite_url(workspace)
     deadline = time.monotonic() + 120
+    # Hydra logs "#1 : <overrides>" as it launches trial 1 (the trial already exists in the
+    # study): the log file is cheap to watch, where polling the study took longer than a trial
+    # inside the full suite.
     while time.monotonic() < deadline and worker.poll() is None:
-        with contextlib.suppress(KeyError):  # KeyError: the study does not exist yet
-            trials = load("resume", storage).trials
-            if len(trials) > 1 and "shoplens.worker" in trials[1].user_attrs:
-                break  # trial 1 is being launched: interrupt it like Ctrl-C would
-        time.sleep(0.2)
+        if log.is_file() and "\t#1 : " in log.read_text(errors="replace"):
+            time.sleep(0.5)  # into trial 1's training: interrupt it like Ctrl-C would
+            break
+        time.sleep(0.1)
     worker.send_signal(signal.SIGINT)
     assert worker.wait(timeout=60) != 0
     study = load("resume", storage)

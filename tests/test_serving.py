@@ -269,6 +269,38 @@ def test_the_ray_engine_builds_the_same_index_as_the_local_one(setup, tmp_path):
     assert pd.read_parquet(tmp_path / "ray" / "images.parquet").equals(local_table)
 
 
+class _FlakyRay:
+    """Ray's init as a busy machine sees it: the first local start times out."""
+
+    def __init__(self, failures: int):
+        self.failures, self.inits, self.shutdowns = failures, 0, 0
+
+    def init(self, **kwargs):
+        self.inits += 1
+        if self.inits <= self.failures:
+            raise RuntimeError("Timed out waiting for file .../gcs_server_port_...")
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def test_a_local_ray_that_misses_its_start_is_started_again_but_a_cluster_is_not(monkeypatch):
+    from shoplens.pipeline.index_ray import _init_ray
+
+    monkeypatch.delenv("RAY_gcs_server_port_wait_time_s", raising=False)
+    ray = _FlakyRay(failures=1)
+    _init_ray(ray, address=None)
+    assert (ray.inits, ray.shutdowns) == (2, 1)
+    assert os.environ["RAY_gcs_server_port_wait_time_s"] == "90"
+    with pytest.raises(RuntimeError, match="Timed out"):
+        _init_ray(_FlakyRay(failures=2), address=None)  # a second miss is the user's to see
+    with pytest.raises(RuntimeError, match="Timed out"):
+        _init_ray(_FlakyRay(failures=1), address="ray://head:10001")  # a cluster: no restart
+    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", "300")
+    _init_ray(_FlakyRay(failures=0), address=None)
+    assert os.environ["RAY_gcs_server_port_wait_time_s"] == "300"  # the operator's wait wins
+
+
 def test_the_query_log_is_off_by_default_and_records_no_photo_when_on(setup, catalog, tmp_path):
     args, cfg, model = setup
     assert not (Path(cfg.search.state_dir) / "queries.db").exists()  # the module's service: off

@@ -16,6 +16,7 @@ nothing.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import mlflow
@@ -41,6 +42,29 @@ class _EmbedBatches:
         return {"position": batch["position"], "embedding": self.model.embed(pixels)}
 
 
+def _init_ray(ray, address: str | None, attempts: int = 2) -> None:
+    """Connect to ``address``, or start a local Ray when it is None.
+
+    Why the retry and the longer wait: a local head's GCS writes its port file within Ray's 30 s
+    default on an idle machine (4 s measured on 2 cores), but a busy small machine has missed it
+    (seen on CI), and a second start then succeeds. An operator's own
+    ``RAY_gcs_server_port_wait_time_s`` wins over our 90 s.
+    """
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "90")
+    # One ONNX Runtime / torch thread per actor: the actors share the cores between them.
+    env = {"env_vars": {"SHOPLENS_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"}}
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, runtime_env=env, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)  # fmt: skip
+            return
+        except RuntimeError as error:  # Ray raises a bare RuntimeError for a start timeout
+            ray.shutdown()
+            if address is not None or attempt == attempts:
+                raise
+            log.warning("local Ray did not start (%s); starting it again", error)
+
+
 def embed_with_ray(
     model, cache_path: Path, rows: np.ndarray, batch: int, address: str | None, workers: int
 ) -> np.ndarray:
@@ -53,10 +77,7 @@ def embed_with_ray(
         ) from None
     started_here = not ray.is_initialized()
     if started_here:
-        # One ONNX Runtime / torch thread per actor: the actors share the cores between them.
-        env = {"env_vars": {"SHOPLENS_ORT_THREADS": "1", "OMP_NUM_THREADS": "1"}}
-        ray.init(address=address, runtime_env=env, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)  # fmt: skip
+        _init_ray(ray, address)
     try:
         # Enough blocks that every actor gets work (one block would feed a single actor),
         # handed over as arrays: a read task would need a core the actors already hold.

@@ -37,7 +37,10 @@ class SuperResolver(nn.Module):
         nn.init.zeros_(self.body[-2].bias)
 
     def bicubic(self, x: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        # An explicit size, not scale_factor: torch.export cannot prove trunc(2.0 * h) == 2 * h
+        # for a dynamic h, and the registered model exports this with any crop size.
+        size = (x.shape[-2] * self.scale, x.shape[-1] * self.scale)
+        return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.bicubic(x) + self.body(x)).clamp(0, 1)

@@ -9,7 +9,7 @@ installed. It therefore imports only numpy, Pillow, scipy, torch and
 
 from shoplens.query.localize import Detection, detections_from_mask
 from shoplens.query.pipeline import Embedded, QueryPipeline, QueryResult
-from shoplens.query.spec import EmbedderSpec, LocalizerSpec, QuerySpec
+from shoplens.query.spec import EmbedderSpec, LocalizerSpec, QuerySpec, UpscaleSpec
 
 __all__ = [
     "Detection",
@@ -19,5 +19,6 @@ __all__ = [
     "QueryPipeline",
     "QueryResult",
     "QuerySpec",
+    "UpscaleSpec",
     "detections_from_mask",
 ]

@@ -47,13 +47,15 @@ class OnnxNetwork:
 
 def onnx_pipeline(spec, files: dict):
     """The query pipeline over exported graphs: ``files`` maps ``embedder_onnx`` (and, for a
-    spec with a localizer, ``localizer_onnx``) to their paths. What evaluate checks and what the
-    registered model runs are built here, once."""
+    spec with a localizer or a super-resolver, ``localizer_onnx`` / ``super_resolver_onnx``) to
+    their paths. What evaluate checks and what the registered model runs are built here, once."""
     from shoplens.query.pipeline import QueryPipeline
 
     localizer = files.get("localizer_onnx") if spec.localizer is not None else None
+    upscaler = files.get("super_resolver_onnx") if spec.upscale is not None else None
     return QueryPipeline(
         spec,
         OnnxNetwork(files["embedder_onnx"]),
         OnnxNetwork(localizer, single=True) if localizer else None,
+        OnnxNetwork(upscaler, single=True) if upscaler else None,
     )

@@ -20,11 +20,14 @@ from shoplens.data.images import ImageLimits, letterbox, load_rgb
 from shoplens.query.crop import context, crop_product, overlap, shift, side
 from shoplens.query.localize import Detection, Letterbox, detections_from_mask
 from shoplens.query.spec import QuerySpec
+from shoplens.query.upscale import Upscaler
 
 # normalised (N, 3, S, S) -> (embedding,) or (embedding, logits)
 EmbedderForward = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 # normalised (N, 3, L, L) -> product-mask logits (N, 1, h, w)
 LocalizerForward = Callable[[torch.Tensor], torch.Tensor]
+# RGB in [0, 1] (N, 3, h, w) -> (N, 3, scale*h, scale*w)
+SuperResolverForward = Callable[[torch.Tensor], torch.Tensor]
 CHUNK = 256  # images per forward pass: bounds memory for large batches
 MIN_CROP_SIDE = 4  # a box thinner than this in photo pixels cannot be embedded usefully
 
@@ -57,6 +60,10 @@ class QueryResult:
     # whole_frame_above): search both, the closer match answers.
     whole_embedding: np.ndarray | None = None
     whole_logits: np.ndarray | None = None
+    # Per row: the crop was super-resolved before letterboxing (it was smaller than the
+    # spec's upscale.below); whole_upscaled: the same for the whole photo's extra row.
+    upscaled: list[bool] = field(default_factory=list)
+    whole_upscaled: bool = False
 
     @property
     def localized(self) -> bool:
@@ -94,15 +101,25 @@ class QueryPipeline:
         spec: QuerySpec,
         embedder: EmbedderForward,
         localizer: LocalizerForward | None = None,
-        upscaler: Callable[[Image.Image], Image.Image] | None = None,
+        super_resolver: SuperResolverForward | None = None,
     ):
         if spec.localizer is not None and localizer is None:
             raise ValueError("the spec names a localizer but none was given")
+        if spec.upscale is not None and super_resolver is None:
+            raise ValueError("the spec names a super-resolver but none was given")
         self.spec, self.embedder, self.localizer = spec, embedder, localizer
-        # Super-resolution of small crops (shoplens.query.upscale): measured by
-        # benchmarks/small_photos.py, not yet part of a registered model.
-        self.upscaler = upscaler
+        self.super_resolver = super_resolver
+        up = spec.upscale
+        self.upscaler = (
+            Upscaler(super_resolver, up.scale, up.below)
+            if up is not None and spec.super_resolve and super_resolver is not None
+            else None
+        )
         self.limits = ImageLimits(**spec.limits) if spec.limits else ImageLimits()
+
+    def with_spec(self, spec: QuerySpec) -> QueryPipeline:
+        """The same networks under another spec (switches or upload limits changed)."""
+        return QueryPipeline(spec, self.embedder, self.localizer, self.super_resolver)
 
     @property
     def can_localize(self) -> bool:
@@ -162,12 +179,29 @@ class QueryPipeline:
         prob: np.ndarray | None = None,
     ) -> np.ndarray:
         """What to embed for ``detection`` (None: the whole photo), as a letterboxed square."""
-        spec = self.spec
-        return crop_product(
+        return self.crop_and_flag(image, detection, labels, prob)[0]
+
+    def crop_and_flag(
+        self,
+        image: Image.Image,
+        detection: Detection | None = None,
+        labels: np.ndarray | None = None,
+        prob: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, bool]:
+        """:meth:`crop`, and whether the region was super-resolved on the way."""
+        spec, upscaled = self.spec, []
+
+        def upscale(region: Image.Image) -> Image.Image:
+            out = self.upscaler(region)
+            upscaled.append(out is not region)
+            return out
+
+        square = crop_product(
             image, spec.embedder.letterbox_size, detection, labels, prob,
             margin=spec.crop_margin, mask_background=spec.mask_background,
-            backdrop=spec.backdrop, upscale=self.upscaler,
+            backdrop=spec.backdrop, upscale=upscale if self.upscaler else None,
         )  # fmt: skip
+        return square, any(upscaled)
 
     # -- the whole pipeline --------------------------------------------------------------
     def query(
@@ -191,19 +225,25 @@ class QueryPipeline:
             for im, prob in zip(images, probs, strict=True)
         ]
         self._refine(images, plans)
-        crops = [self.crop(*where) for plan in plans for where in plan.regions]
-        n_regions = len(crops)
-        crops += [self.crop(im) for im, plan in zip(images, plans, strict=True) if plan.also_whole]
+        cropped = [self.crop_and_flag(*where) for plan in plans for where in plan.regions]
+        n_regions = len(cropped)
+        cropped += [
+            self.crop_and_flag(im)
+            for im, plan in zip(images, plans, strict=True)
+            if plan.also_whole
+        ]
+        crops, flags = [c for c, _ in cropped], [f for _, f in cropped]
         embedded = self.embed_squares(np.stack(crops))
         results, row, whole_row = [], 0, n_regions
         threshold = self.spec.localizer.threshold if self.spec.localizer else 0.5
         for image, prob, plan in zip(images, probs, plans, strict=True):
             rows = slice(row, row + len(plan.regions))
             row += len(plan.regions)
-            whole, whole_logits = None, None
+            whole, whole_logits, whole_upscaled = None, None, False
             if plan.also_whole:
                 whole = embedded.embeddings[whole_row]
                 whole_logits = None if embedded.logits is None else embedded.logits[whole_row]
+                whole_upscaled = flags[whole_row]
                 whole_row += 1
             results.append(
                 QueryResult(
@@ -219,6 +259,8 @@ class QueryPipeline:
                     threshold,
                     whole,
                     whole_logits,
+                    flags[rows],
+                    whole_upscaled,
                 )
             )
         return results

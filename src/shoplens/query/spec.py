@@ -37,6 +37,16 @@ class LocalizerSpec:
 
 
 @dataclass(frozen=True)
+class UpscaleSpec:
+    """Super-resolution of small crops (:mod:`shoplens.query.upscale`)."""
+
+    scale: int  # the network's factor
+    # A crop whose longer side is under this many pixels is super-resolved once before
+    # letterboxing; larger crops never are.
+    below: int
+
+
+@dataclass(frozen=True)
 class QuerySpec:
     embedder: EmbedderSpec
     localizer: LocalizerSpec | None = None
@@ -50,6 +60,8 @@ class QuerySpec:
     whole_frame_above: float = 0.0
     # Upload validation (shoplens.data.images.ImageLimits): the same rules as catalog files.
     limits: dict[str, int] = field(default_factory=dict)
+    upscale: UpscaleSpec | None = None  # None: the model carries no super-resolver
+    super_resolve: bool = True  # off: small crops are only letterboxed (also without one)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +71,7 @@ class QuerySpec:
         def stats(d: dict[str, Any]) -> dict[str, Any]:
             return {**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])}
 
-        loc = values.get("localizer")
+        loc, up = values.get("localizer"), values.get("upscale")
         return cls(
             embedder=EmbedderSpec(**stats(values["embedder"])),
             localizer=LocalizerSpec(**stats(loc)) if loc else None,
@@ -69,6 +81,8 @@ class QuerySpec:
             backdrop=tuple(int(v) for v in values.get("backdrop", (0, 0, 0))),
             whole_frame_above=float(values.get("whole_frame_above", 0.0)),
             limits=dict(values.get("limits", {})),
+            upscale=UpscaleSpec(int(up["scale"]), int(up["below"])) if up else None,
+            super_resolve=bool(values.get("super_resolve", True)),
         )
 
     def with_options(self, **changes: Any) -> QuerySpec:

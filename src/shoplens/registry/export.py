@@ -1,4 +1,5 @@
-"""Package the query pipeline (embedder, localizer, their spec) as one MLflow pyfunc model.
+"""Package the query pipeline (embedder, localizer, super-resolver, their spec) as one MLflow
+pyfunc model.
 
 The networks are saved as ``torch.export`` programs (graph and weights of exactly the model
 that was evaluated; TorchScript is deprecated), the spec as JSON, and the ``shoplens`` sources
@@ -28,6 +29,7 @@ from torch import nn
 import shoplens
 from shoplens.models import Embedder
 from shoplens.models.localizer import Localizer
+from shoplens.models.super_resolution import SuperResolver
 from shoplens.query import QuerySpec
 from shoplens.registry.onnx_export import EmbedderHeads
 
@@ -35,15 +37,17 @@ MODEL_CODE = Path(__file__).with_name("query_model.py")
 PACKAGE_DIR = Path(shoplens.__file__).parent  # shipped as code_paths
 
 
-def export_program(model: nn.Module, side: int, path: Path) -> Path:
-    """``torch.export`` with a dynamic batch. A copy in eval mode with standard-layout weights:
+def export_program(model: nn.Module, side: int, path: Path, spatial: bool = False) -> Path:
+    """``torch.export`` with a dynamic batch (and height and width when ``spatial``: the
+    super-resolver takes crops of any size). A copy in eval mode with standard-layout weights:
     channels_last parameters export fine but make torch.export.load warn about incomplete
     tensors (inputs still go channels_last inside the graph when the model does that)."""
     model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
     example = torch.zeros(2, 3, side, side)
-    program = torch.export.export(
-        model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},)
-    )
+    dims = {0: torch.export.Dim("batch")}
+    if spatial:
+        dims |= {2: torch.export.Dim("height", min=1), 3: torch.export.Dim("width", min=1)}
+    program = torch.export.export(model, (example,), dynamic_shapes=(dims,))
     torch.export.save(program, path)
     return path
 
@@ -51,6 +55,7 @@ def export_program(model: nn.Module, side: int, path: Path) -> Path:
 def export_artifacts(
     embedder: Embedder,
     localizer: Localizer | None,
+    super_resolver: SuperResolver | None,
     spec: QuerySpec,
     categories: Sequence[str],
     out_dir: Path,
@@ -71,6 +76,10 @@ def export_artifacts(
     if localizer is not None and spec.localizer is not None:
         artifacts["localizer"] = export_program(
             localizer, spec.localizer.input_size, out_dir / "localizer.pt2"
+        )
+    if super_resolver is not None and spec.upscale is not None:
+        artifacts["super_resolver"] = export_program(
+            super_resolver, spec.upscale.below, out_dir / "super_resolver.pt2", spatial=True
         )
     artifacts.update(extra or {})
     (out_dir / "spec.json").write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
@@ -103,6 +112,7 @@ def _requirements() -> list[str]:
 def log_query_model(
     embedder: Embedder,
     localizer: Localizer | None,
+    super_resolver: SuperResolver | None,
     spec: QuerySpec,
     categories: Sequence[str],
     input_example: bytes,
@@ -111,7 +121,9 @@ def log_query_model(
     extra: dict[str, Path] | None = None,
 ) -> ModelInfo:
     """Log the pyfunc model to the active run; returns its ModelInfo (``model_uri``)."""
-    artifacts = export_artifacts(embedder, localizer, spec, categories, workdir, extra)
+    artifacts = export_artifacts(
+        embedder, localizer, super_resolver, spec, categories, workdir, extra
+    )
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(MODEL_CODE),
@@ -129,5 +141,6 @@ def log_query_model(
             "embedding_dim": int(spec.embedder.embedding_dim),
             "num_classes": int(spec.embedder.num_classes),
             "localizer": spec.localizer is not None,
+            "super_resolver": spec.upscale is not None,
         },
     )

@@ -24,25 +24,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shoplens.models import Embedder
 from shoplens.models.localizer import Localizer
+from shoplens.models.super_resolution import SuperResolver
 from shoplens.query import QueryPipeline
 from shoplens.query.onnx_network import INPUT, onnx_pipeline
 
 OPSET = 17
-FILES = {"embedder_onnx": "embedder.onnx", "localizer_onnx": "localizer.onnx"}  # artifact -> file
+FILES = {  # artifact -> file
+    "embedder_onnx": "embedder.onnx",
+    "localizer_onnx": "localizer.onnx",
+    "super_resolver_onnx": "super_resolver.onnx",
+}
 
 
 class OnnxExportError(RuntimeError):
     """The network cannot be exported, or its ONNX graph computes something else."""
 
 
-def export_onnx(model: nn.Module, side: int, path: Path, outputs: Sequence[str]) -> Path:
-    """Export with a dynamic batch axis; ``outputs`` names the graph's outputs in order."""
+def export_onnx(
+    model: nn.Module, side: int, path: Path, outputs: Sequence[str], spatial: bool = False
+) -> Path:
+    """Export with a dynamic batch axis (and height and width when ``spatial``); ``outputs``
+    names the graph's outputs in order."""
     model = copy.deepcopy(model).eval().to(memory_format=torch.contiguous_format)
     axes = {name: {0: "batch"} for name in (INPUT, *outputs)}
+    if spatial:
+        axes[INPUT] |= {2: "height", 3: "width"}
+        axes |= {name: {0: "batch", 2: "out_height", 3: "out_width"} for name in outputs}
     try:
         with warnings.catch_warnings():
             # Tracing notes about shape checks the graph keeps as constants (GroupNorm's batch
@@ -73,7 +85,11 @@ class EmbedderHeads(nn.Module):
 
 
 def export_pipeline(
-    pipeline: QueryPipeline, embedder: Embedder, localizer: Localizer | None, out_dir: Path
+    pipeline: QueryPipeline,
+    embedder: Embedder,
+    localizer: Localizer | None,
+    out_dir: Path,
+    super_resolver: SuperResolver | None = None,
 ) -> tuple[QueryPipeline, dict[str, Path]]:
     """The same query pipeline over ONNX exports of its networks (:data:`FILES`, in
     ``out_dir``); returns it and the files by artifact name."""
@@ -85,6 +101,10 @@ def export_pipeline(
     if localizer is not None and spec.localizer is not None:
         files["localizer_onnx"] = out_dir / FILES["localizer_onnx"]
         export_onnx(localizer, spec.localizer.input_size, files["localizer_onnx"], ["mask"])
+    if super_resolver is not None and spec.upscale is not None:
+        files["super_resolver_onnx"] = out_dir / FILES["super_resolver_onnx"]
+        export_onnx(super_resolver, spec.upscale.below, files["super_resolver_onnx"],
+                    ["upscaled"], spatial=True)  # fmt: skip
     try:
         return onnx_pipeline(spec, files), files
     except Exception as err:  # ONNX Runtime refusing the graph is a failed export too
@@ -95,7 +115,8 @@ def disagreement(
     reference: QueryPipeline, candidate: QueryPipeline, squares: np.ndarray, photos
 ) -> dict[str, float]:
     """Largest absolute differences between two pipelines' outputs on real inputs: catalog
-    squares (embeddings, logits) and photos (the localizer's product probabilities)."""
+    squares (embeddings, logits), photos (the localizer's product probabilities) and the
+    squares shrunk below the super-resolver's threshold (its output pixels)."""
     a, b = reference.embed_squares(squares), candidate.embed_squares(squares)
     result = {"embedding": float(np.abs(a.embeddings - b.embeddings).max())}
     if a.logits is not None and b.logits is not None:
@@ -104,6 +125,13 @@ def disagreement(
         images = [reference.validate(p) for p in photos]
         masks = zip(reference.product_masks(images), candidate.product_masks(images), strict=True)
         result["mask"] = max(float(np.abs(x - y).max()) for x, y in masks)
+    up = reference.spec.upscale
+    if up is not None and reference.super_resolver and candidate.super_resolver:
+        x = torch.from_numpy(np.ascontiguousarray(squares[:8])).permute(0, 3, 1, 2).float() / 255
+        small = F.interpolate(x, size=(up.below - 1, up.below // 2), mode="area")  # not square
+        with torch.inference_mode():
+            a_up, b_up = reference.super_resolver(small), candidate.super_resolver(small)
+        result["upscaled"] = float((a_up - b_up).abs().max())
     return result
 
 

@@ -8,8 +8,11 @@ installed. Artifacts (written by :mod:`shoplens.registry.export`):
 
 * ``embedder``: ``torch.export`` program, normalised ``(N, 3, S, S)`` -> (embedding[, logits]);
 * ``localizer`` (optional): ``torch.export`` program, ``(N, 3, L, L)`` -> mask logits;
-* ``embedder_onnx`` / ``localizer_onnx``: the same networks as ONNX graphs, checked against
-  torch by evaluate; run by ONNX Runtime unless ``model_config={"runtime": "torch"}``;
+* ``super_resolver`` (optional): ``torch.export`` program, RGB ``(N, 3, h, w)`` in [0, 1] ->
+  ``(N, 3, s*h, s*w)``, for crops smaller than the spec's ``upscale.below``;
+* ``embedder_onnx`` / ``localizer_onnx`` / ``super_resolver_onnx``: the same networks as ONNX
+  graphs, checked against torch by evaluate; run by ONNX Runtime unless
+  ``model_config={"runtime": "torch"}``;
 * ``spec``: the :class:`~shoplens.query.QuerySpec` as JSON; ``categories``: JSON list;
 * ``calibration`` (optional): evaluate's no-match calibration photos as query embeddings,
   from which the index stage sets the served catalog's "no confident match" threshold.
@@ -56,7 +59,12 @@ class ShoplensQueryModel(mlflow.pyfunc.PythonModel):
             self.pipeline = onnx_pipeline(spec, artifacts)
         elif self.runtime == "torch":
             localizer = _program(artifacts["localizer"]) if "localizer" in artifacts else None
-            self.pipeline = QueryPipeline(spec, _program(artifacts["embedder"]), localizer)
+            upscaler = (
+                _program(artifacts["super_resolver"]) if "super_resolver" in artifacts else None
+            )
+            self.pipeline = QueryPipeline(
+                spec, _program(artifacts["embedder"]), localizer, upscaler
+            )
         else:
             raise ValueError(f"runtime must be onnx or torch, got {self.runtime!r}")
         self.categories = json.loads(Path(artifacts["categories"]).read_text())
@@ -81,6 +89,8 @@ class ShoplensQueryModel(mlflow.pyfunc.PythonModel):
                     ],
                     "boxes": [[list(d.box) for d in r.detections] for r in results],
                     "note": [r.note for r in results],
+                    # The searched crop was super-resolved before embedding (a small product).
+                    "upscaled": [bool(r.upscaled and r.upscaled[0]) for r in results],
                     # The product spans most of the photo: the whole photo's embedding too;
                     # search both, the closer match answers (as shoplens' service does).
                     "whole_embedding": [

@@ -69,6 +69,12 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         "localizer.steps_per_epoch=4",
         "localizer.batch_size=8",
         "localizer.val_scenes=8",
+        # A tiny super-resolver (tests/test_super_resolution.py measures one).
+        "super_resolution.features=8",
+        "super_resolution.hidden=8",
+        "super_resolution.epochs=1",
+        "super_resolution.batch_size=16",
+        "super_resolution.test_photos=32",
         # Larger than the model's input, as in production (80 vs 64): training crops and
         # resizes from the cache, and search must preprocess uploads the same way.
         "preprocess.cache_size=40",

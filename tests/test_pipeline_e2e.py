@@ -31,8 +31,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = (
-    "preprocess", "backgrounds", "shopper_photos", "train", "train_localizer", "evaluate",
-    "register", "index",
+    "preprocess", "backgrounds", "shopper_photos", "train", "train_localizer",
+    "train_super_resolution", "evaluate", "register", "index",
 )  # fmt: skip
 MODEL = "shoplens-embedder"
 CATEGORIES = {"red": 16, "green": 16, "blue": 16, "gold": 16}
@@ -148,6 +148,10 @@ def test_first_repro_runs_every_stage_and_promotes(repo):
     client = MlflowClient(tracking_uri=repo.tracking_uri)
     assert int(client.get_model_version_by_alias(MODEL, "champion").version) == 1
     assert registry["localizer_version"] == 1 and registry["localizer_decision"] == "champion"
+    # The super-resolver has its own registered model and gate, whatever it scored.
+    sr = repo.report("super_resolution/metrics.json")
+    assert registry["super_resolver_version"] == 1
+    assert registry["super_resolver_in_pipeline"] == int(sr["psnr_gain_db"] >= 1.0)
     assert "pipeline" in metrics["shopper_photos"]  # the registered pipeline localizes
 
     # The index holds the whole catalog, embedded by the champion it records.

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
@@ -89,3 +91,118 @@ def test_only_a_small_crop_is_super_resolved_and_only_once():
     assert square.shape == (80, 80, 3) and calls[-1] == (1, 3, 20, 16)
     with pytest.raises(ValueError, match="below"):
         Upscaler(network, 2, 0)
+
+
+# -- the stage, its registered model and the query pipeline --------------------------------
+SR = (
+    "super_resolution.features=8",
+    "super_resolution.hidden=8",
+    "super_resolution.epochs=2",
+    "super_resolution.batch_size=16",
+    "super_resolution.lr=0.003",
+    "super_resolution.test_photos=64",
+)
+
+
+@pytest.fixture(scope="module")
+def upscaling(workspace, overrides):
+    from shoplens.config import compose_config
+    from shoplens.pipeline import train_super_resolution
+
+    cfg = compose_config(overrides(workspace, *SR))
+    return cfg, train_super_resolution.run(cfg)
+
+
+def test_the_stage_measures_against_bicubic_on_test_photos_and_tracks_the_run(upscaling):
+    import json
+
+    from mlflow import MlflowClient
+
+    cfg, result = upscaling
+    reports = Path(cfg.paths.reports_dir) / "super_resolution"
+    metrics = json.loads((reports / "metrics.json").read_text())
+    # The workspace's photos are 40 px files cached at 40: the native side is the target.
+    assert metrics["hr_size"] == 40 and metrics["scale"] == 2
+    assert metrics["psnr_gain_db"] == pytest.approx(metrics["psnr"] - metrics["bicubic_psnr"])
+    assert 10 < metrics["bicubic_psnr"] < 60 and 0 < metrics["ssim"] <= 1
+    assert metrics["clean_bicubic_psnr"] > metrics["bicubic_psnr"]  # phones lose more
+    assert (reports / "samples.png").stat().st_size > 10_000
+    assert Path(cfg.super_resolution.checkpoint).is_file()
+    run = MlflowClient(cfg.tracking.uri).get_run(result["mlflow_run_id"])
+    assert run.data.tags["shoplens.stage"] == "train_super_resolution"
+    assert run.data.metrics["test/psnr"] == pytest.approx(metrics["psnr"])
+    assert "val/psnr" in run.data.metrics
+
+
+def test_a_resolver_that_does_not_beat_bicubic_enough_never_serves(upscaling, workspace, overrides):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from shoplens.config import compose_config
+    from shoplens.pipeline.query_setup import load_super_resolver
+    from shoplens.registry.super_resolution import register_super_resolver
+    from shoplens.tracking.runs import checkpoint_sha256, read_train_run
+
+    cfg, result = upscaling
+    base = overrides(workspace, *SR)
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    client, checkpoint = MlflowClient(), cfg.super_resolution.checkpoint
+    info, sha = read_train_run(checkpoint), checkpoint_sha256(checkpoint)
+    network = load_super_resolver(compose_config([*base, "super_resolution.min_gain_db=-99"]))
+    assert network is not None and network.scale == 2
+    strict = compose_config([*base, "super_resolution.min_gain_db=99"])
+    assert load_super_resolver(strict) is None  # left out of the query pipeline too
+    off = compose_config([*base, "query.super_resolve=false"])
+    assert load_super_resolver(off) is None
+
+    version, decision = register_super_resolver(
+        client, "sr-gate-test", network, sha, info, result["mlflow_run_id"], 99.0, 0.05
+    )
+    assert not decision.promote and "under the required 99 dB" in decision.reason
+    assert "champion" not in client.get_registered_model("sr-gate-test").aliases
+    again, decision = register_super_resolver(
+        client, "sr-gate-test", network, sha, info, result["mlflow_run_id"], -99.0, 0.05
+    )
+    assert again == version and decision.promote  # the same checkpoint: the same version
+    tags = client.get_model_version("sr-gate-test", str(version)).tags
+    assert float(tags["test.psnr_gain_db"]) == pytest.approx(info["psnr_gain_db"], abs=1e-4)
+
+
+def test_only_small_crops_are_super_resolved_in_the_pipeline_and_onnx_agrees(upscaling, tmp_path):
+    from PIL import Image
+
+    from shoplens.query import EmbedderSpec, QueryPipeline, QuerySpec, UpscaleSpec
+    from shoplens.query.onnx_network import OnnxNetwork
+    from shoplens.registry.onnx_export import export_onnx
+    from shoplens.training.super_resolution import SuperResolutionModule
+
+    cfg, _ = upscaling
+    network = SuperResolutionModule.load_from_checkpoint(
+        cfg.super_resolution.checkpoint, map_location="cpu"
+    ).network.eval()
+    seen = []
+
+    def recording(x):
+        seen.append(tuple(x.shape[-2:]))
+        return network(x)
+
+    def embed(x):
+        return (torch.nn.functional.normalize(x.mean(dim=(2, 3)), dim=1),)
+
+    spec = QuerySpec(EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, 40, 3), localize=False,
+                     upscale=UpscaleSpec(2, 20))  # fmt: skip
+    pipeline = QueryPipeline(spec, embed, None, recording)
+    tiny, large = Image.new("RGB", (16, 18), (200, 30, 30)), Image.new("RGB", (60, 40), "blue")
+    small_result, large_result = pipeline.query_batch([tiny, large])
+    assert small_result.upscaled == [True] and large_result.upscaled == [False]
+    assert seen == [(18, 16)]  # once, and only the small photo
+    off = pipeline.with_spec(spec.with_options(super_resolve=False)).query(tiny)
+    assert off.upscaled == [False] and len(seen) == 1
+    with pytest.raises(ValueError, match="super-resolver"):
+        QueryPipeline(spec, embed)  # the spec names one: it must be given
+
+    path = export_onnx(network, 20, tmp_path / "sr.onnx", ["upscaled"], spatial=True)
+    onnx = OnnxNetwork(path, single=True)
+    for shape in [(1, 3, 7, 19), (2, 3, 16, 16), (1, 3, 1, 1)]:  # any crop, even 1 x 1
+        x = torch.rand(*shape)
+        torch.testing.assert_close(onnx(x), network(x), atol=1e-5, rtol=0)

@@ -37,6 +37,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "shoplens.pipeline.train_localizer",
         "train the product localizer on copy-paste scenes (tracked in MLflow)",
     ),
+    "train_super_resolution": (
+        "shoplens.pipeline.train_super_resolution",
+        "train the super-resolver of small product crops (tracked in MLflow)",
+    ),
     "evaluate": (
         "shoplens.pipeline.evaluate",
         "test-split retrieval: fine-tuned vs untuned backbone, metrics and plots",

@@ -141,6 +141,7 @@ class EvaluateConfig:
 class RegistryConfig:
     model_name: str = MISSING  # the query pipeline: embedder + localizer + spec
     localizer_name: str = MISSING
+    super_resolver_name: str = MISSING
     margin: float = MISSING  # gain over the champion needed to take its place (gate.py)
     tolerance: float = MISSING  # loss allowed on the other number meanwhile
 
@@ -219,6 +220,36 @@ class LocalizerConfig:
 
 
 @dataclass
+class DegradationConfig:
+    """shoplens.training.super_resolution.Degradation."""
+
+    blur: float = MISSING
+    noise: float = MISSING
+    jpeg: list[int] = MISSING
+
+
+@dataclass
+class SuperResolutionConfig:
+    """The super-resolver of small crops and its training (training/super_resolution.py)."""
+
+    scale: int = MISSING  # 2 | 3 | 4
+    features: int = MISSING
+    hidden: int = MISSING
+    hr_size: int | None = MISSING  # null: the catalog's native photo side
+    epochs: int = MISSING
+    train_photos: int = MISSING
+    val_photos: int = MISSING
+    test_photos: int = MISSING
+    batch_size: int = MISSING
+    lr: float = MISSING
+    degradation: DegradationConfig = MISSING
+    min_gain_db: float = MISSING  # PSNR over bicubic needed to serve
+    margin_db: float = MISSING  # PSNR over the champion needed to replace it
+    checkpoint: str = MISSING
+    callbacks: Any = MISSING  # `_target_` nodes: one ModelCheckpoint on val/psnr
+
+
+@dataclass
 class QueryConfig:
     """The query pipeline (shoplens.query): recorded in the registered model's spec."""
 
@@ -226,6 +257,8 @@ class QueryConfig:
     crop_margin: float | None = MISSING  # null: as the catalog's shots frame their product
     mask_background: bool = MISSING
     whole_frame_above: float = MISSING  # main box spans this share of the side: try whole too
+    super_resolve: bool = MISSING  # small crops through the super-resolver first
+    upscale_below: int | None = MISSING  # crop side (px) under which; null: cache side / scale
     runtime: str = MISSING  # onnx | torch: what runs the networks (not in the spec: same outputs)
     onnx_tolerance: float = MISSING  # largest output difference ONNX vs torch on real images
 
@@ -281,6 +314,7 @@ class ShoplensConfig:
     search: SearchConfig = MISSING
     query: QueryConfig = MISSING
     localizer: LocalizerConfig = MISSING
+    super_resolution: SuperResolutionConfig = MISSING
     monitor: MonitorConfig = MISSING
     ckpt_path: str | None = MISSING  # resume training from this checkpoint ("last": last.ckpt)
 

@@ -56,6 +56,7 @@ from shoplens.pipeline.query_setup import (
     baseline_pipeline,
     embedder_spec,
     load_localizer,
+    load_super_resolver,
     torch_pipeline,
 )
 from shoplens.query import Embedded, QueryPipeline
@@ -102,9 +103,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     localizer = load_localizer(cfg.localizer.checkpoint)
     if localizer is None:
         log.warning("no localizer at %s: photos are searched whole", cfg.localizer.checkpoint)
+    super_resolver = load_super_resolver(cfg)
     cache = open_cache(catalog_dir / CACHE_FILE)
-    tuned_torch = torch_pipeline(cfg, embedder, localizer)
-    onnx, tuned_onnx = _export_onnx(cfg, tuned_torch, embedder, localizer, cache, test)
+    tuned_torch = torch_pipeline(cfg, embedder, localizer, super_resolver)
+    onnx, tuned_onnx = _export_onnx(
+        cfg, tuned_torch, embedder, localizer, super_resolver, cache, test
+    )
     runtime = str(cfg.query.runtime)
     if runtime == "onnx" and tuned_onnx is None:
         log.warning("measuring with torch: %s", onnx["reason"])
@@ -124,6 +128,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "localizer_sha256": (
             checkpoint_sha256(cfg.localizer.checkpoint) if localizer is not None else "none"
         ),
+        "super_resolver_sha256": (
+            checkpoint_sha256(cfg.super_resolution.checkpoint)
+            if super_resolver is not None
+            else "none"
+        ),
         "data_version": data_version(catalog_dir),
         # The query pipeline measured (crop, masking, whole-photo rule, limits): part of what
         # register identifies a version by, with the two checkpoints.
@@ -142,14 +151,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _export_onnx(cfg, tuned: QueryPipeline, embedder, localizer, cache, test: pd.DataFrame):
+def _export_onnx(
+    cfg, tuned: QueryPipeline, embedder, localizer, super_resolver, cache, test: pd.DataFrame
+):
     """Export the fine-tuned networks to ONNX and check them against torch on real inputs
     (test catalog squares, benchmark photos): ``({"status": "ok", ...}, pipeline)``, or
     ``({"status": "failed", "reason": ...}, None)``."""
     out = Path(cfg.paths.artifacts_dir) / "onnx"
     shutil.rmtree(out, ignore_errors=True)
     try:
-        exported, files = export_pipeline(tuned, embedder, localizer, out)
+        exported, files = export_pipeline(tuned, embedder, localizer, out, super_resolver)
         rows = np.sort(test[CACHE_INDEX].to_numpy()[:CHECK_SQUARES])
         photos = read_benchmark(cfg.paths.shopper_photos_dir)["photo"].head(CHECK_PHOTOS)
         differences = disagreement(
@@ -205,9 +216,7 @@ def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path)
     variants = [
         Variant("baseline_frame", pipelines["baseline"], "frame"),
         Variant("finetuned_frame", tuned, "frame"),
-        Variant(
-            "oracle_box", QueryPipeline(unmasked, tuned.embedder, tuned.localizer), "oracle_box"
-        ),
+        Variant("oracle_box", tuned.with_spec(unmasked), "oracle_box"),
         Variant("oracle_mask", tuned, "oracle_mask"),
     ]
     if tuned.can_localize:

@@ -3,6 +3,7 @@ and register ships are built by the same two functions."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -12,7 +13,10 @@ from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, read_framing
 from shoplens.models import Embedder
 from shoplens.models.localizer import Localizer
-from shoplens.query import EmbedderSpec, LocalizerSpec, QueryPipeline, QuerySpec
+from shoplens.models.super_resolution import SuperResolver
+from shoplens.query import EmbedderSpec, LocalizerSpec, QueryPipeline, QuerySpec, UpscaleSpec
+
+log = logging.getLogger(__name__)
 
 
 def embedder_spec(embedder: Embedder, image_size: int, catalog_dir: str | Path) -> EmbedderSpec:
@@ -31,7 +35,10 @@ def embedder_spec(embedder: Embedder, image_size: int, catalog_dir: str | Path) 
 
 
 def query_spec(
-    cfg: DictConfig, embedder: EmbedderSpec, localizer: LocalizerSpec | None = None
+    cfg: DictConfig,
+    embedder: EmbedderSpec,
+    localizer: LocalizerSpec | None = None,
+    upscale: UpscaleSpec | None = None,
 ) -> QuerySpec:
     framing = read_framing(cfg.paths.catalog_dir)
     margin = cfg.query.crop_margin
@@ -50,6 +57,8 @@ def query_spec(
             "max_pixels": int(cfg.search.max_pixels),
             "max_file_bytes": int(cfg.search.max_upload_bytes),
         },
+        upscale=upscale,
+        super_resolve=bool(cfg.query.super_resolve),
     )
 
 
@@ -96,14 +105,52 @@ def load_localizer(checkpoint: str | Path) -> Localizer | None:
     return module.localizer.eval()
 
 
+def upscale_spec(resolver: SuperResolver, cfg: DictConfig, letterbox_size: int) -> UpscaleSpec:
+    """``query.upscale_below`` pixels, or by default the side below which even the network's
+    output is smaller than the catalog square (a crop that big loses nothing to letterboxing)."""
+    below = cfg.query.upscale_below
+    return UpscaleSpec(
+        int(resolver.scale), int(below) if below is not None else letterbox_size // resolver.scale
+    )
+
+
+def load_super_resolver(cfg: DictConfig) -> SuperResolver | None:
+    """The trained super-resolver when the query pipeline uses one (``query.super_resolve``),
+    its checkpoint exists and its test numbers pass the registry's bar (beats bicubic by
+    ``super_resolution.min_gain_db``); None: small crops are only letterboxed."""
+    from shoplens.registry.super_resolution import too_weak
+    from shoplens.tracking.runs import read_train_run
+    from shoplens.training.super_resolution import SuperResolutionModule
+
+    checkpoint = Path(cfg.super_resolution.checkpoint)
+    if not cfg.query.super_resolve or not checkpoint.is_file():
+        if cfg.query.super_resolve:
+            log.warning("no super-resolver at %s: small crops are only letterboxed", checkpoint)
+        return None
+    if reason := too_weak(read_train_run(checkpoint), float(cfg.super_resolution.min_gain_db)):
+        log.warning("the super-resolver at %s is left out: %s", checkpoint, reason)
+        return None
+    module = SuperResolutionModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    return module.network.eval()
+
+
 def torch_pipeline(
-    cfg: DictConfig, embedder: Embedder, localizer: Localizer | None
+    cfg: DictConfig,
+    embedder: Embedder,
+    localizer: Localizer | None,
+    super_resolver: SuperResolver | None = None,
 ) -> QueryPipeline:
     """The query pipeline over the trained torch networks (what register then exports)."""
     espec = embedder_spec(embedder, int(cfg.data.image_size), cfg.paths.catalog_dir)
     lspec = localizer_spec(localizer, cfg) if localizer is not None else None
+    uspec = (
+        upscale_spec(super_resolver, cfg, espec.letterbox_size)
+        if super_resolver is not None
+        else None
+    )
     return QueryPipeline(
-        query_spec(cfg, espec, lspec),
+        query_spec(cfg, espec, lspec, uspec),
         embedder_forward(embedder),
         localizer.eval() if localizer is not None else None,
+        super_resolver.eval() if super_resolver is not None else None,
     )

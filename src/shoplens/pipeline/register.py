@@ -29,12 +29,13 @@ from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, read_catalog
 from shoplens.data.dedup import content_hash
 from shoplens.evaluation.no_match import CALIBRATION_FILE
-from shoplens.pipeline.query_setup import load_localizer, torch_pipeline
+from shoplens.pipeline.query_setup import load_localizer, load_super_resolver, torch_pipeline
 from shoplens.registry.export import log_query_model
 from shoplens.registry.gate import CHAMPION, Standing, decide
 from shoplens.registry.localizer import register_localizer
 from shoplens.registry.model_card import model_card
 from shoplens.registry.onnx_export import FILES
+from shoplens.registry.super_resolution import register_super_resolver
 from shoplens.registry.versions import (
     CHECKPOINT_TAG,
     DATA_TAG,
@@ -42,6 +43,7 @@ from shoplens.registry.versions import (
     NETWORK_TAGS,
     PACKAGING_TAG,
     SPEC_TAG,
+    SUPER_RESOLVER_TAG,
     aliases,
     apply_decision,
     champion_standing,
@@ -67,24 +69,33 @@ def _read(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _checked(cfg: DictConfig, reports: Path) -> tuple[dict, dict, str, str]:
-    """metrics, evaluated, embedder sha, localizer sha: refuses metrics of other checkpoints."""
+def _checked(cfg: DictConfig, reports: Path) -> tuple[dict, dict, str, str, str]:
+    """metrics, evaluated, embedder, localizer and super-resolver sha (NO_LOCALIZER: none in
+    the pipeline): refuses metrics of other checkpoints."""
     metrics = _read(reports / "metrics.json")
     evaluated = _read(reports / "evaluate" / "evaluated.json")
     sha = checkpoint_sha256(cfg.evaluate.checkpoint)
     localizer = Path(cfg.localizer.checkpoint)
     loc_sha = checkpoint_sha256(localizer) if localizer.is_file() else NO_LOCALIZER
-    if evaluated["checkpoint_sha256"] != sha or evaluated.get("localizer_sha256") != loc_sha:
+    upscaling = Path(cfg.super_resolution.checkpoint)
+    used = load_super_resolver(cfg) is not None
+    sr_sha = checkpoint_sha256(upscaling) if used else NO_LOCALIZER
+    if (
+        evaluated["checkpoint_sha256"] != sha
+        or evaluated.get("localizer_sha256") != loc_sha
+        or evaluated.get("super_resolver_sha256", NO_LOCALIZER) != sr_sha
+    ):
         raise EvaluationMissing(
             f"{reports / 'metrics.json'} was measured on other checkpoints than "
-            f"{cfg.evaluate.checkpoint} and {localizer}: run `shoplens evaluate` again"
+            f"{cfg.evaluate.checkpoint}, {localizer} and {upscaling}: run `shoplens evaluate` "
+            "again"
         )
-    return metrics, evaluated, sha, loc_sha
+    return metrics, evaluated, sha, loc_sha, sr_sha
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     reports = Path(cfg.paths.reports_dir)
-    metrics, evaluated, sha, loc_sha = _checked(cfg, reports)
+    metrics, evaluated, sha, loc_sha, sr_sha = _checked(cfg, reports)
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     client, name = MlflowClient(), str(cfg.registry.model_name)
     data = evaluated["data_version"]
@@ -104,19 +115,21 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "localizer_reason": loc_decision.reason,
         }
 
+    super_resolver, sr_result = load_super_resolver(cfg), _register_super_resolver(cfg, client)
+
     # Metric tags always describe the latest evaluation of this exact pipeline (and its data).
     measured = {DATA_TAG: data, **metric_tags(metrics)}
     module = EmbedderModule.load_from_checkpoint(
         cfg.evaluate.checkpoint, map_location="cpu", pretrained=False
     )
-    pipeline = torch_pipeline(cfg, module.embedder.eval(), localizer)
+    pipeline = torch_pipeline(cfg, module.embedder.eval(), localizer, super_resolver)
     spec = json.dumps(pipeline.spec.to_dict(), sort_keys=True)
     if spec != json.dumps(evaluated.get("query_spec"), sort_keys=True):
         raise EvaluationMissing(
             "the metrics were measured with another query pipeline than this config builds "
             "(query, localizer or search limits changed): run `shoplens evaluate` again"
         )
-    identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha,
+    identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha, SUPER_RESOLVER_TAG: sr_sha,
                 SPEC_TAG: content_hash(spec.encode())}  # fmt: skip
     calibration = reports / "evaluate" / CALIBRATION_FILE
     onnx_files, onnx_refusal = _onnx_files(cfg, evaluated)
@@ -128,7 +141,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if existing is None:
         tags = {**identity, **measured}
         version = _log_and_register(
-            cfg, client, module, pipeline, localizer, tags,
+            cfg, client, module, pipeline, localizer, super_resolver, tags,
             {"calibration": calibration, **onnx_files},
         )  # fmt: skip
     else:
@@ -182,6 +195,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data_version": data,
         "reason": decision.reason,
         **localizer_result,
+        **sr_result,
     }
     (reports / "registry.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info("%s v%d: %s", name, version, decision.reason)
@@ -204,9 +218,34 @@ def _onnx_files(cfg: DictConfig, evaluated: dict) -> tuple[dict[str, Path], str]
     return files, ""
 
 
+def _register_super_resolver(cfg: DictConfig, client: MlflowClient) -> dict[str, Any]:
+    """The super-resolution stage's network as a version of its own registered model, through
+    its gate (registry/super_resolution.py); {} when there is none."""
+    checkpoint = Path(cfg.super_resolution.checkpoint)
+    if not checkpoint.is_file():
+        return {}
+    from shoplens.training.super_resolution import SuperResolutionModule
+
+    info = read_train_run(checkpoint)
+    network = SuperResolutionModule.load_from_checkpoint(checkpoint, map_location="cpu").network
+    run_id = training_run_id(client, info, cfg.tracking.experiment, "register")
+    sr = cfg.super_resolution
+    version, decision = register_super_resolver(
+        client, str(cfg.registry.super_resolver_name), network, checkpoint_sha256(checkpoint),
+        info, run_id, float(sr.min_gain_db), float(sr.margin_db),
+    )  # fmt: skip
+    return {
+        "super_resolver_version": version,
+        "super_resolver_decision": decision.alias,
+        "super_resolver_reason": decision.reason,
+        "super_resolver_in_pipeline": int(load_super_resolver(cfg) is not None),
+    }
+
+
 def _log_and_register(
-    cfg, client: MlflowClient, module, pipeline, localizer, tags: dict, extra: dict[str, Path]
-) -> int:
+    cfg, client: MlflowClient, module, pipeline, localizer, super_resolver, tags: dict,
+    extra: dict[str, Path],
+) -> int:  # fmt: skip
     """Log the query-pipeline pyfunc to the embedder's training run and register a version."""
     checkpoint = cfg.evaluate.checkpoint
     _, categories = read_catalog(cfg.paths.catalog_dir)
@@ -216,7 +255,8 @@ def _log_and_register(
     )
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         model = log_query_model(
-            module.embedder, localizer, pipeline.spec, categories, example, Path(tmp),
+            module.embedder, localizer, super_resolver, pipeline.spec, categories, example,
+            Path(tmp),
             extra={name: path for name, path in extra.items() if path.is_file()},
         )  # fmt: skip
     # The code the model was trained with: the training run's commit, not today's.

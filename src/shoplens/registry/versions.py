@@ -33,12 +33,13 @@ DATA_TAG = "shoplens.data_version"
 RECALL_TAG = "test.recall_at_1"
 PHOTO_TAG = "photos.category_at_1"
 LOCALIZER_TAG = "shoplens.localizer_sha256"
+SUPER_RESOLVER_TAG = "shoplens.super_resolver_sha256"  # "none": small crops only letterboxed
 SPEC_TAG = "shoplens.query_spec_sha256"  # same checkpoints, another pipeline: another version
 # What the version carries besides its networks' torch programs (e.g. "calibration,onnx"):
 # a version packaged with less is not reused for the same checkpoints (the index stage could
 # not set a no-match threshold from it, serving could not run ONNX).
 PACKAGING_TAG = "shoplens.packaging"
-NETWORK_TAGS = (CHECKPOINT_TAG, LOCALIZER_TAG, SPEC_TAG)
+NETWORK_TAGS = (CHECKPOINT_TAG, LOCALIZER_TAG, SUPER_RESOLVER_TAG, SPEC_TAG)
 CHUNK = 512  # images per predict call when re-measuring
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -23,9 +24,35 @@ from torchmetrics.functional.image import (
 )
 from torchvision.transforms.v2.functional import gaussian_blur
 
+from shoplens.data.cache import open_cache
+from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, PATH, SPLIT, read_manifest
 from shoplens.models.super_resolution import SuperResolver
 
 KERNELS = ("area", "bilinear", "bicubic")
+
+
+def native_side(catalog_dir: str | Path, sample: int = 200) -> int:
+    """The catalog's photos' longer side as their files hold it (median of a train sample;
+    headers only), capped at the cache side: targets sharper than the source would teach the
+    network to invent detail. Fashion-MNIST: 28 px, cached at 64."""
+    catalog = Path(catalog_dir)
+    manifest = read_manifest(catalog)
+    paths = manifest[manifest[SPLIT] == "train"][PATH].head(sample)
+    cache_side = int(open_cache(catalog / CACHE_FILE).shape[1])
+    sides = [max(Image.open(p).size) for p in paths]
+    return min(cache_side, int(np.median(sides))) if sides else cache_side
+
+
+def catalog_photos(catalog_dir: str | Path, split: str, n: int, side: int, seed: int = 0):
+    """Up to ``n`` of ``split``'s cached photos (a seeded sample), area-resized to ``side``:
+    ``(N, 3, side, side)`` float in [0, 1]."""
+    catalog = Path(catalog_dir)
+    manifest = read_manifest(catalog)
+    rows = manifest[manifest[SPLIT] == split][CACHE_INDEX].to_numpy()
+    if len(rows) > n:
+        rows = np.random.default_rng(seed).choice(rows, n, replace=False)
+    x = torch.from_numpy(np.asarray(open_cache(catalog / CACHE_FILE)[np.sort(rows)]))
+    return F.interpolate(x.permute(0, 3, 1, 2).float() / 255, size=(side, side), mode="area")
 
 
 @dataclass(frozen=True)

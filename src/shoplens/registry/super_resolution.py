@@ -1,0 +1,89 @@
+"""The super-resolver as its own registered model, with its own gate.
+
+Its numbers come from the train_super_resolution stage's test split (held-out catalog photos
+degraded once with a fixed seed): PSNR and SSIM of the network and of bicubic upscaling on the
+same inputs. A version that does not beat bicubic by ``min_gain_db`` never serves (the query
+pipeline leaves it out too, :func:`shoplens.pipeline.query_setup.load_super_resolver`); one
+that does replaces the champion when its gain beats the champion's by more than
+``margin_db``. The query pipeline model carries a copy of the network it was evaluated with,
+tagged with this checkpoint's sha256.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+
+from shoplens.models.super_resolution import SuperResolver
+from shoplens.registry.gate import Decision, Standing, decide
+from shoplens.registry.versions import DATA_TAG, aliases, apply_decision
+
+log = logging.getLogger(__name__)
+
+SHA_TAG = "shoplens.checkpoint_sha256"
+GAIN_TAG, PSNR_TAG, SSIM_TAG = "test.psnr_gain_db", "test.psnr", "test.ssim"
+NAMES = ("PSNR gain over bicubic (dB)", "SSIM")
+
+
+def too_weak(metrics: dict, min_gain_db: float) -> str:
+    """Why a super-resolver may not serve (it does not beat bicubic enough), or ""."""
+    gain = float(metrics.get("psnr_gain_db", float("nan")))
+    if not gain >= min_gain_db:
+        return (
+            f"its test PSNR gain over bicubic, {gain:+.2f} dB, is under the required "
+            f"{min_gain_db:g} dB"
+        )
+    return ""
+
+
+def register_super_resolver(
+    client: MlflowClient,
+    name: str,
+    network: SuperResolver,
+    sha: str,
+    metrics: dict,
+    run_id: str,
+    min_gain_db: float,
+    margin_db: float,
+) -> tuple[int, Decision]:
+    """A version for this checkpoint (reused if registered before), then the gate."""
+    data = str(metrics.get("data_version", ""))
+    tags = {
+        SHA_TAG: sha,
+        DATA_TAG: data,
+        GAIN_TAG: f"{metrics['psnr_gain_db']:.6g}",
+        PSNR_TAG: f"{metrics['psnr']:.6g}",
+        SSIM_TAG: f"{metrics['ssim']:.6g}",
+        "test.bicubic_psnr": f"{metrics['bicubic_psnr']:.6g}",
+        "test.bicubic_ssim": f"{metrics['bicubic_ssim']:.6g}",
+        "shoplens.scale": str(network.scale),
+        "shoplens.train_run_id": run_id,
+    }
+    found = client.search_model_versions(f"name = '{name}' and tags.`{SHA_TAG}` = '{sha}'")
+    if found:
+        version = min(int(mv.version) for mv in found)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), key, value)
+    else:
+        example = np.zeros((1, 3, 16, 16), np.float32)
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pytorch.log_model(
+                network.eval(), name="super_resolver", input_example=example
+            )
+        version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    candidate = Standing(version, float(metrics["psnr_gain_db"]), data,
+                         photo=float(metrics["ssim"]))  # fmt: skip
+    current = aliases(client, name)
+    champion = None
+    if (held := current.get("champion")) is not None:
+        t = client.get_model_version(name, str(held)).tags
+        champion = Standing(held, float(t.get(GAIN_TAG, "nan")), t.get(DATA_TAG, ""),
+                            photo=float(t[SSIM_TAG]) if SSIM_TAG in t else None)  # fmt: skip
+    decision = decide(candidate, champion, margin_db, NAMES, tolerance=margin_db,
+                      refused=too_weak(metrics, min_gain_db))  # fmt: skip
+    apply_decision(client, name, version, decision, current)
+    log.info("%s v%d: %s", name, version, decision.reason)
+    return version, decision

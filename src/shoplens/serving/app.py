@@ -66,7 +66,7 @@ def _hits(hits: list[ProductHit]) -> list[Hit]:
 def _region(region: RegionHits) -> Region:
     box = list(region.box) if region.box is not None else None
     score = round(region.score, 4) if region.score is not None else None
-    return Region(box=box, score=score, results=_hits(region.hits))
+    return Region(box=box, score=score, results=_hits(region.hits), super_resolved=region.upscaled)
 
 
 def searcher(request: Request) -> Searcher:
@@ -157,6 +157,7 @@ def create_app(cfg: DictConfig, model: LoadedModel | None = None) -> FastAPI:
             height=answer.height,
             localized=answer.localized,
             note=answer.note,
+            super_resolved=answer.searched.upscaled,
             match=answer.match,
             match_threshold=answer.match_threshold,
             searched=_region(answer.searched),

@@ -46,6 +46,7 @@ def search(
             "model_version": searcher.model.version,
             "localized": answer.localized,
             "note": answer.note,
+            "super_resolved": answer.searched.upscaled,
             "match": answer.match,
             "match_threshold": answer.match_threshold,
             "box": list(answer.searched.box) if answer.searched.box else None,
@@ -66,6 +67,8 @@ def search(
         )
     for region in regions:
         where = f"product at {region.box}" if region.box else f"whole photo ({answer.note})"
+        if region.upscaled:
+            where += ", super-resolved: it was small"
         print(f"{len(region.hits)} products like the {where}")
         print(f"{'rank':>4}  {'score':>7}  {'product_id':<24} {'category':<16} image")
         for rank, h in enumerate(region.hits, 1):

@@ -23,6 +23,9 @@ class Region(BaseModel):
     box: Box | None = Field(description="the product's box; null: the whole photo")
     score: float | None = Field(None, description="the localizer's confidence in the box")
     results: list[Hit] = Field(default_factory=list)
+    super_resolved: bool = Field(
+        False, description="the region was small and went through super-resolution once"
+    )
 
 
 class SearchResponse(BaseModel):
@@ -32,6 +35,11 @@ class SearchResponse(BaseModel):
     height: int
     localized: bool = Field(description="a product was found and its crop searched")
     note: str = Field(description="why the whole photo was searched, when it was")
+    super_resolved: bool = Field(
+        False,
+        description="the searched region was smaller than the model's upscale threshold and "
+        "was super-resolved once before embedding (never for a large photo)",
+    )
     match: bool | None = Field(
         description="false: no confident match, the best score is under match_threshold (the "
         "shop probably does not sell what was photographed; results are still listed); "

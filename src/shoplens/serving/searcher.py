@@ -26,7 +26,6 @@ from shoplens.catalog_store import DurableCatalog
 from shoplens.catalog_store.query_log import QUERY_LOG_FILE, QueryLog, QueryRecord
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX
-from shoplens.query import QueryPipeline
 from shoplens.query.pipeline import WHOLE_FRAME
 from shoplens.registry.champion import LoadedModel, load_champion
 from shoplens.search import ProductHit
@@ -48,6 +47,7 @@ class RegionHits:
     box: tuple[int, int, int, int] | None  # None: the whole photo
     score: float | None
     hits: list[ProductHit]
+    upscaled: bool = False  # the region was super-resolved before embedding (small crop)
 
 
 @dataclass
@@ -79,13 +79,14 @@ class Searcher:
         # its upload limits and may switch localization off (query.localize).
         spec = model.pipeline.spec.with_options(
             localize=bool(cfg.query.localize) and model.pipeline.spec.localize,
+            super_resolve=bool(cfg.query.super_resolve) and model.pipeline.spec.super_resolve,
             limits={
                 "min_size": int(cfg.preprocess.min_size),
                 "max_pixels": int(cfg.search.max_pixels),
                 "max_file_bytes": int(cfg.search.max_upload_bytes),
             },
         )
-        self.pipeline = QueryPipeline(spec, model.pipeline.embedder, model.pipeline.localizer)
+        self.pipeline = model.pipeline.with_spec(spec)
         self.limits = self.pipeline.limits
         self.search_cfg = cfg.search
         # Raises IndexModelMismatch: vectors of another model are not comparable to ours.
@@ -139,7 +140,9 @@ class Searcher:
             hits = self._hits(result.embeddings[row], logits, k, category)
             found = result.detections[index] if index != WHOLE_FRAME else None
             box = tuple(found.box) if found else None
-            regions.append(RegionHits(box, found.score if found else None, hits))
+            regions.append(
+                RegionHits(box, found.score if found else None, hits, result.upscaled[row])
+            )
         searched = dict(zip(result.searched, regions, strict=True))
         products = [
             searched.get(i, RegionHits(tuple(d.box), d.score, []))
@@ -150,7 +153,7 @@ class Searcher:
         if result.whole_embedding is not None:  # the product spans most of the photo
             whole = self._hits(result.whole_embedding, result.whole_logits, k, category)
             if whole and (not main.hits or whole[0].score > main.hits[0].score):
-                main, localized = RegionHits(None, None, whole), False
+                main, localized = RegionHits(None, None, whole, result.whole_upscaled), False
                 embedding = result.whole_embedding
                 note = (
                     "the whole photo matched closer than the product's crop (a catalog-like shot)"

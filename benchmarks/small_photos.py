@@ -12,9 +12,11 @@ side in one run:
 * ``champion``: the registered champion as it serves (localize -> crop -> Lanczos letterbox
   up to the embedder's side -> embed); its embedder trains on products pasted 14-96 px long;
 * ``champion_whole_frame``: the same without localization;
-* ``<model>+sr``: crops smaller than half the embedder's letterbox side super-resolved x2
-  first (:mod:`shoplens.query.upscale`) by a network trained here on the catalog's train
-  split (benchmarks/super_resolution.py's training, ``--sr-epochs``; 0: none);
+* ``champion`` as registered carries the ``train_super_resolution`` stage's network when it
+  passed its gate (``query.super_resolve``): then ``champion`` is with super-resolution and
+  ``champion-no-sr`` without; ``<model>+sr`` puts the same network in front of another model
+  (crops under the spec's ``upscale.below`` super-resolved once, :mod:`shoplens.query.upscale`).
+  A champion without one gets a network trained here instead (``--sr-epochs``; 0: none);
 * ``--compare-model NAME``: the champion of another registered model, e.g. one trained without
   small products (README, "Small photos", registers one as ``shoplens-embedder-no-lowres``):
   plain upscaling in front of an embedder that never saw low resolution.
@@ -51,11 +53,10 @@ from shoplens.data.catalog import (
 )
 from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
 from shoplens.evaluation.small_photos import SmallPhotoSettings, make_small_photos
-from shoplens.query import QueryPipeline
-from shoplens.query.upscale import Upscaler
+from shoplens.query import QueryPipeline, UpscaleSpec
 from shoplens.registry.champion import LoadedModel, load_champion
 from shoplens.tracking import configure_mlflow
-from shoplens.training.super_resolution import SuperResolutionModule
+from shoplens.training.super_resolution import SuperResolutionModule, catalog_photos
 
 
 def small_photos(cfg, test: pd.DataFrame, n: int, out: Path) -> pd.DataFrame:
@@ -70,8 +71,6 @@ def small_photos(cfg, test: pd.DataFrame, n: int, out: Path) -> pd.DataFrame:
 
 def train_super_resolver(cfg, epochs: int, scale: int = 2):
     """x2 super-resolution trained on the catalog's train split at its native side (28 px)."""
-    from super_resolution import catalog_photos
-
     train = catalog_photos(Path(cfg.paths.catalog_dir), "train", 20000, 28)
     torch.manual_seed(0)
     module = SuperResolutionModule(scale=scale, lr=2e-3)
@@ -100,7 +99,11 @@ def main() -> None:
     models: dict[str, LoadedModel] = {"champion": load_champion(name, runtime=runtime)}
     if args.compare_model:
         models[args.compare_model] = load_champion(args.compare_model, runtime=runtime)
-    network = train_super_resolver(cfg, args.sr_epochs) if args.sr_epochs else None
+    champion = models["champion"].pipeline
+    network, upscale = champion.super_resolver, champion.spec.upscale
+    if network is None and args.sr_epochs:
+        network = train_super_resolver(cfg, args.sr_epochs)
+        upscale = UpscaleSpec(network.scale, champion.spec.embedder.letterbox_size // network.scale)
     catalog_dir = Path(cfg.paths.catalog_dir)
     manifest = read_manifest(catalog_dir)
     test = manifest[manifest[SPLIT] == "test"].reset_index(drop=True)
@@ -112,13 +115,16 @@ def main() -> None:
         for label, model in models.items():
             base = model.pipeline
             g = gallery(base, cache, test)
-            variants = [Variant(label, base, "localize")]
+            plain = base.with_spec(base.spec.with_options(super_resolve=False))
+            variants = [Variant(label if base.upscaler is None else f"{label}-no-sr", plain,
+                                "localize")]  # fmt: skip
             if label == "champion":
-                variants.append(Variant(f"{label}_whole_frame", base, "frame"))
-            if network is not None:
-                below = base.spec.embedder.letterbox_size // network.scale
-                upscaled = QueryPipeline(base.spec, base.embedder, base.localizer,
-                                         upscaler=Upscaler(network, network.scale, below))  # fmt: skip
+                variants.append(Variant(f"{label}_whole_frame", plain, "frame"))
+            if base.upscaler is not None:
+                variants.append(Variant(label, base, "localize"))
+            elif network is not None:
+                spec = base.spec.with_options(upscale=upscale.__dict__, super_resolve=True)
+                upscaled = QueryPipeline(spec, base.embedder, base.localizer, network)
                 variants.append(Variant(f"{label}+sr", upscaled, "localize"))
             for variant in variants:
                 found = answer(variant, table, Path(tmp))

@@ -19,25 +19,16 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from shoplens.config import load_config
-from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, SPLIT, read_manifest
 from shoplens.training.super_resolution import (
     Degradation,
     SuperResolutionModule,
+    catalog_photos,
     compare_with_bicubic,
     degrade,
 )
-
-
-def catalog_photos(catalog: Path, split: str, n: int, side: int) -> torch.Tensor:
-    manifest = read_manifest(catalog)
-    rows = np.sort(manifest[manifest[SPLIT] == split]["cache_index"].to_numpy()[:n])
-    x = torch.from_numpy(np.asarray(open_cache(catalog / CACHE_FILE)[rows]))
-    return F.interpolate(x.permute(0, 3, 1, 2).float() / 255, size=(side, side), mode="area")
 
 
 def main() -> None:

@@ -62,6 +62,8 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         "evaluate.photos.frame_side=[96,128]",  # within the serving tests' 20,000-pixel limit
         "evaluate.photos.small_side=[48,64]",
         "evaluate.photos.out_of_catalog=12",
+        "evaluate.small_photos.photos=24",
+        "evaluate.small_photos.frame_side=[96,128]",  # within the 20,000-pixel test limit
         # A tiny localizer (tests/test_localizer.py trains its own where it matters).
         "localizer.input_size=64",
         "localizer.decoder_channels=32",

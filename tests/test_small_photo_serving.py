@@ -63,6 +63,10 @@ def test_the_registered_pipeline_carries_the_super_resolver(served):
     registry = json.loads((Path(cfg.paths.reports_dir) / "registry.json").read_text())
     assert registry["super_resolver_in_pipeline"] == 1
     assert registry["super_resolver_decision"] == "champion"
+    # evaluate answered the small-photo benchmark with and without it, side by side
+    small = json.loads((Path(cfg.paths.reports_dir) / "metrics.json").read_text())["small_photos"]
+    assert set(small) == {"pipeline", "pipeline_no_sr"}
+    assert small["pipeline"]["all"]["photos"] == 24 and set(small["pipeline"]) >= {"thumbnail"}
 
 
 def test_a_small_photo_is_super_resolved_and_a_large_one_is_not(served):

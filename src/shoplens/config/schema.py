@@ -28,6 +28,7 @@ from shoplens.data.backgrounds import PoolSettings
 from shoplens.data.copy_paste import SceneSettings
 from shoplens.data.cutout import CutoutSettings
 from shoplens.evaluation.shopper_photos import BenchmarkSettings
+from shoplens.evaluation.small_photos import SmallPhotoSettings
 from shoplens.search.config import IndexConfig
 
 
@@ -135,6 +136,7 @@ class EvaluateConfig:
     photos: BenchmarkSettings = MISSING  # the shopper-photo benchmark
     # Share of in-catalog shopper photos the "no confident match" threshold keeps as matches.
     no_match_recall: float = MISSING
+    small_photos: SmallPhotoSettings = MISSING  # the small-photo benchmark (photos 0: none)
 
 
 @dataclass

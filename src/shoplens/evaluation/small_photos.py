@@ -36,10 +36,11 @@ from shoplens.evaluation.shopper_photos import (
 )
 
 TABLE_FILE = "small_photos.parquet"
+SMALL_DIR = "small"  # under the shopper-photo benchmark's directory (its own photo names)
 KINDS = ("thumbnail", "zoomed_out")
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: the config schema types evaluate.small_photos with it
 class SmallPhotoSettings:
     photos: int = 600
     seed: int = 4242

@@ -47,10 +47,18 @@ from shoplens.evaluation.no_match import (
     recall_and_false_matches,
 )
 from shoplens.evaluation.out_of_catalog import read_out_of_catalog, read_out_of_catalog_photo
-from shoplens.evaluation.photo_benchmark import Answers, Variant, run_benchmark
+from shoplens.evaluation.photo_benchmark import (
+    Answers,
+    Variant,
+    answer,
+    run_benchmark,
+    search_metrics,
+)
 from shoplens.evaluation.photo_plots import save_search_gallery
 from shoplens.evaluation.report import Comparison, compare, mlflow_metrics
 from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
+from shoplens.evaluation.small_photos import SMALL_DIR
+from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
 from shoplens.models import Embedder, build_embedder
 from shoplens.pipeline.query_setup import (
     baseline_pipeline,
@@ -121,6 +129,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     metrics = _clean(cfg, test, categories, galleries, out_dir)
     metrics["shopper_photos"], answers = _photos(cfg, test, pipelines, galleries, cache, out_dir)
     metrics["no_match"] = _no_match(cfg, pipelines["finetuned"], galleries, answers, out_dir)
+    if small := _small_photos(cfg, test, pipelines["finetuned"], galleries["finetuned"]):
+        metrics["small_photos"] = small
     (Path(cfg.paths.reports_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     evaluated = {  # what register checks: these metrics belong to this checkpoint and data
         "checkpoint": str(checkpoint),
@@ -235,6 +245,30 @@ def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path)
     return metrics, answers
 
 
+def _small_photos(cfg, test: pd.DataFrame, tuned: QueryPipeline, gallery: Embedded) -> dict:
+    """The small-photo benchmark against the whole test split, through the query pipeline
+    with its super-resolver and, when it has one, without: what super-resolution buys ({}
+    when the shopper_photos stage made no small photos)."""
+    directory = Path(cfg.paths.shopper_photos_dir) / SMALL_DIR
+    if not (directory / SMALL_TABLE).is_file():
+        return {}
+    table = pd.read_parquet(directory / SMALL_TABLE).assign(bucket=lambda t: t["kind"])
+    mode = "localize" if tuned.can_localize else "frame"
+    variants = [Variant("pipeline", tuned, mode)]
+    if tuned.upscaler is not None:
+        plain = tuned.with_spec(tuned.spec.with_options(super_resolve=False))
+        variants.append(Variant("pipeline_no_sr", plain, mode))
+    products, cats = test["product_id"].astype(str).tolist(), test["category"].tolist()
+    metrics = {}
+    for variant in variants:
+        found = answer(variant, table, directory)
+        if mode == "localize":
+            found = found.closer_of_whole_and_crop(gallery.embeddings)
+        metrics[variant.name] = search_metrics(found.embeddings, gallery.embeddings, table,
+                                               cats, products)  # fmt: skip
+    return metrics
+
+
 def _no_match(cfg, tuned: QueryPipeline, galleries, answers, out_dir: Path) -> dict:
     """The "no confident match" threshold against the test gallery, and the calibration
     photos' query embeddings for the index stage to choose the served gallery's threshold
@@ -327,14 +361,16 @@ def _write_plots(result: Comparison, categories: list[str], out_dir: Path) -> No
 
 def _flat(metrics: dict) -> dict[str, dict[str, float]]:
     """Nested benchmark blocks -> MLflow-sized ``{block: {metric: value}}``."""
-    flat = {k: v for k, v in metrics.items() if k != "shopper_photos"}
-    for variant, buckets in metrics.get("shopper_photos", {}).items():
-        flat[f"photos/{variant}"] = {
-            f"{bucket}/{name}": value
-            for bucket, values in buckets.items()
-            for name, value in values.items()
-            if name != "photos"
-        }
+    nested = {"shopper_photos": "photos", "small_photos": "small_photos"}
+    flat = {k: v for k, v in metrics.items() if k not in nested}
+    for block, short in nested.items():
+        for variant, buckets in metrics.get(block, {}).items():
+            flat[f"{short}/{variant}"] = {
+                f"{bucket}/{name}": value
+                for bucket, values in buckets.items()
+                for name, value in values.items()
+                if name != "photos"
+            }
     return flat
 
 

@@ -14,22 +14,22 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from shoplens.data.backgrounds import EVAL, read_pool
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, CUTOUT, MASKS_FILE, SPLIT, read_manifest
+from shoplens.data.catalog import CACHE_FILE, CUTOUT, MASKS_FILE, PATH, SPLIT, read_manifest
 from shoplens.evaluation.out_of_catalog import make_out_of_catalog, read_out_of_catalog_photo
 from shoplens.evaluation.photo_plots import save_photo_grid
 from shoplens.evaluation.shopper_photos import BenchmarkSettings, make_benchmark, read_photo
+from shoplens.evaluation.small_photos import SMALL_DIR, SmallPhotoSettings, make_small_photos
 
 log = logging.getLogger(__name__)
 
 
-def settings(cfg: DictConfig) -> BenchmarkSettings:
-    values = OmegaConf.to_container(cfg.evaluate.photos, resolve=True)
-    return BenchmarkSettings(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-    )
+def settings(cfg: DictConfig, node: str = "photos", kind=BenchmarkSettings):
+    values = OmegaConf.to_container(cfg.evaluate[node], resolve=True)
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -60,8 +60,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         reports / "out_of_catalog.png",
         "out-of-catalog photos: things the shop does not sell, on evaluation backgrounds",
     )
+    small = _small_photos(cfg, products, images, masks, backgrounds, out / SMALL_DIR)
     summary = {
         "photos": len(table),
+        "small_photos": len(small),
         "out_of_catalog_photos": len(foreign),
         "products": int(table["product_id"].nunique()),
         **{f"photos_{b}": int(n) for b, n in table["bucket"].value_counts().items()},
@@ -71,3 +73,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "shopper photos: %d photos of %d test products in %s", len(table), summary["products"], out
     )
     return summary
+
+
+def _small_photos(cfg, products, images, masks, backgrounds, out: Path):
+    """The small-photo benchmark's photos (``evaluate.small_photos``; none for 0 photos)."""
+    small = settings(cfg, "small_photos", SmallPhotoSettings)
+    if not small.photos:
+        return []
+    products = products.reset_index(drop=True)
+    # The product's side in the catalog file: what "40-70% of its resolution" is measured in.
+    native = np.array([max(Image.open(p).size) for p in products[PATH]])
+    return make_small_photos(products, images, masks, native, backgrounds, out, small)

@@ -70,6 +70,11 @@ def summary_lines(root: Path) -> list[str]:
                 f"{_num(photos[path]['all']['product@1']):.3f}); gallery: "
                 f"{reports / 'evaluate' / 'retrieval_gallery.png'}"
             )
+        if small := metrics.get("small_photos"):
+            lines.append(
+                "            small photos, category@1: "
+                + ", ".join(f"{v} {_num(small[v]['all']['category@1']):.3f}" for v in small)
+            )
     if registry := _read(reports / "registry.json"):
         model = f"{registry.get('model_name')} v{registry.get('version')}"
         if registry.get("promoted"):

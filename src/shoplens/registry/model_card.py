@@ -36,6 +36,11 @@ def model_card(
     localization = pipeline.get("localization") or {}
     no_match = metrics.get("no_match") or {}
     facts = "\n".join(f"- {key}: `{value}`" for key, value in training.items())
+    small = metrics.get("small_photos") or {}
+    small_line = ", ".join(
+        f"{variant} category@1 {_fmt(_get(small, variant, 'all', 'category@1'))}"
+        for variant in small
+    )
     return f"""# {name} v{version}
 
 A photo-search model: the whole query pipeline (validate -> localize -> crop -> embed) as one
@@ -53,6 +58,9 @@ MLflow pyfunc; runtime {evaluated.get("runtime", "torch")} by default.
 | shopper photos | category@1 | product@1 |
 |---|---|---|
 {buckets}
+
+- small photos (products at 40-70% of catalog resolution): {small_line or "not measured"}
+  (pipeline_no_sr: the same pipeline with super-resolution off)
 
 ## Known limits
 - no confident match: threshold {_fmt(no_match.get("match_threshold"))} on the test gallery keeps {_fmt(no_match.get("in_catalog_recall"))} of in-catalog photos and lets {_fmt(no_match.get("false_match_rate"))} of out-of-catalog photos through (AUROC {_fmt(no_match.get("auroc"))}); the index stage sets the served threshold on its own gallery.

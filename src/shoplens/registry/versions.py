@@ -61,7 +61,7 @@ def metric_tags(metrics: dict) -> dict[str, str]:
     benchmark for the others, localization too) and the gate's ``photos.category_at_1``."""
     tags = {}
     for block, values in metrics.items():
-        if block == "shopper_photos":
+        if block in ("shopper_photos", "small_photos"):
             continue
         prefix = "test." if block == "finetuned" else f"test.{block}."
         tags |= {prefix + _tag(k): f"{v:.6g}" for k, v in values.items()}
@@ -70,6 +70,10 @@ def metric_tags(metrics: dict) -> dict[str, str]:
             if bucket != "all" and bucket != "localization" and variant != "pipeline":
                 continue
             name = f"photos.{variant}." + ("" if bucket == "all" else f"{bucket}.")
+            tags |= {name + _tag(k): f"{v:.6g}" for k, v in values.items() if k != "photos"}
+    for variant, buckets in (metrics.get("small_photos") or {}).items():
+        for bucket, values in buckets.items():
+            name = f"small_photos.{variant}." + ("" if bucket == "all" else f"{bucket}.")
             tags |= {name + _tag(k): f"{v:.6g}" for k, v in values.items() if k != "photos"}
     if (score := photo_score(metrics)) is not None:
         tags[PHOTO_TAG] = f"{score:.6g}"

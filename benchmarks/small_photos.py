@@ -54,7 +54,7 @@ from shoplens.data.catalog import (
 from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
 from shoplens.evaluation.small_photos import SmallPhotoSettings, make_small_photos
 from shoplens.query import QueryPipeline, UpscaleSpec
-from shoplens.registry.champion import LoadedModel, load_champion
+from shoplens.registry.champion import LoadedModel, load_champion, load_version
 from shoplens.tracking import configure_mlflow
 from shoplens.training.super_resolution import SuperResolutionModule, catalog_photos
 
@@ -90,13 +90,19 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=600)
     parser.add_argument("--sr-epochs", type=int, default=3, help="0: no super-resolution variant")
     parser.add_argument("--compare-model", default=None, help="another registered model's champion")
+    parser.add_argument("--version", default=None,
+                        help="measure this version of the model instead of its champion")  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/small_photos.json"))
     args = parser.parse_args()
     started = time.perf_counter()
     cfg = load_config()
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     name, runtime = str(cfg.registry.model_name), str(cfg.query.runtime)
-    models: dict[str, LoadedModel] = {"champion": load_champion(name, runtime=runtime)}
+    models: dict[str, LoadedModel] = {
+        "champion": load_version(name, args.version, runtime)
+        if args.version
+        else load_champion(name, runtime=runtime)
+    }
     if args.compare_model:
         models[args.compare_model] = load_champion(args.compare_model, runtime=runtime)
     champion = models["champion"].pipeline

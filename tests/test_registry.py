@@ -61,6 +61,20 @@ def test_gate_weighs_shopper_photos_against_catalog_shots():
     assert not decide(Standing(6, 0.86, "d", photo=0.7), unmeasured, 0.005, tolerance=0.02).promote
 
 
+def test_gate_counts_small_photos_only_where_both_versions_have_them():
+    """What super-resolution buys shows on the small-photo benchmark: a gain there promotes a
+    version whose other numbers hold; a loss there beyond the tolerance blocks one; a champion
+    without the number is no free win."""
+    champion = Standing(3, 0.877, "d", photo=0.744, small=0.250)
+    sr = decide(Standing(4, 0.877, "d", photo=0.739, small=0.282), champion, 0.005, tolerance=0.02)
+    assert sr.promote and "small-photo category@1 +0.0320 beats the margin" in sr.reason
+    lost = decide(Standing(5, 0.877, "d", photo=0.760, small=0.20), champion, 0.005, tolerance=0.02)
+    assert not lost.promote and "small-photo category@1 -0.0500" in lost.reason
+    unmeasured = Standing(3, 0.877, "d", photo=0.744)
+    tied = Standing(6, 0.877, "d", photo=0.739, small=0.9)
+    assert not decide(tied, unmeasured, 0.005, tolerance=0.02).promote
+
+
 # -- the stage against a real SQLite registry ------------------------------------------------
 @pytest.fixture(scope="module")
 def stage(trained) -> list[str]:

@@ -50,6 +50,7 @@ from shoplens.registry.versions import (
     find_version,
     metric_tags,
     photo_score,
+    small_score,
 )
 from shoplens.tracking import configure_mlflow, git_commit
 from shoplens.tracking.runs import checkpoint_sha256, read_train_run, training_run_id
@@ -169,7 +170,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             Path(cfg.paths.shopper_photos_dir),
         )  # fmt: skip
     recall, photo = float(metrics["finetuned"]["recall@1"]), photo_score(metrics)
-    candidate = Standing(version, recall, data, photo=photo)
+    small = small_score(metrics)
+    candidate = Standing(version, recall, data, photo=photo, small=small)
     decision = decide(
         candidate, champion, float(cfg.registry.margin),
         tolerance=float(cfg.registry.tolerance), same_networks=same_networks,
@@ -185,12 +187,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "reused_version": int(existing is not None),
         "recall@1": recall,
         "photo_category@1": photo,
+        "small_photo_category@1": small,
         "margin": float(cfg.registry.margin),
         "tolerance": float(cfg.registry.tolerance),
         "champion_version": version if decision.promote else previous,
         "previous_champion_version": previous,
         "previous_champion_recall@1": champion.recall if champion else None,
         "previous_champion_photo_category@1": champion.photo if champion else None,
+        "previous_champion_small_photo_category@1": champion.small if champion else None,
         "champion_remeasured": int(bool(champion and champion.note)),
         "data_version": data,
         "reason": decision.reason,

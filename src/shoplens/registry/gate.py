@@ -1,10 +1,11 @@
 """The promotion gate: does a new model version replace the champion?
 
 Pure decision logic (no MLflow calls), so every branch is cheap to test and the reason a
-person reads in ``reports/registry.json`` is exactly what was decided. A version stands on two
-numbers: test Recall@1 on catalog shots and category@1 on the shopper-photo benchmark through
-its own query pipeline. A challenger must beat the champion on one of them by *more than*
-``margin`` without losing more than ``tolerance`` on the other: test sets are small enough
+person reads in ``reports/registry.json`` is exactly what was decided. A version stands on
+test Recall@1 on catalog shots and category@1 on the shopper-photo benchmark through its own
+query pipeline, and, where both versions have it, category@1 on the small-photo benchmark. A
+challenger must beat the champion on one of them by *more than* ``margin`` without losing more
+than ``tolerance`` on any other: test sets are small enough
 that a difference of a few queries is noise, a tie never churns the alias, and a large gain
 for shoppers' photos may cost a little on catalog shots (the registry says how much). A
 champion registered before the photo benchmark existed has no photo number; a challenger that
@@ -28,6 +29,7 @@ class Standing:
     data_version: str
     note: str = ""  # e.g. that the champion was re-measured on this test set
     photo: float | None = None  # shopper-photo category@1 of its query pipeline
+    small: float | None = None  # small-photo category@1 of its query pipeline
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,14 @@ class Decision:
         return CHAMPION if self.promote else CHALLENGER
 
 
-# What the two numbers are called in a reason: the query pipeline's by default.
-NAMES = ("recall@1", "photo category@1")
+# What the numbers are called in a reason: the query pipeline's by default.
+NAMES = ("recall@1", "photo category@1", "small-photo category@1")
 
 
-def _describe(s: Standing, names: tuple[str, str]) -> str:
+def _describe(s: Standing, names: tuple[str, ...]) -> str:
     photo = f", {names[1]} {s.photo:.4f}" if s.photo is not None else ""
-    return f"test {names[0]} {s.recall:.4f}{photo}"
+    small = f", {names[2]} {s.small:.4f}" if s.small is not None and len(names) > 2 else ""
+    return f"test {names[0]} {s.recall:.4f}{photo}{small}"
 
 
 def _gain(name: str, gain: float, margin: float) -> str:
@@ -61,7 +64,7 @@ def decide(
     candidate: Standing,
     champion: Standing | None,
     margin: float,
-    names: tuple[str, str] = NAMES,
+    names: tuple[str, ...] = NAMES,
     tolerance: float | None = None,
     same_networks: bool = False,
     refused: str = "",
@@ -101,9 +104,15 @@ def decide(
         photo_wins, photo_holds = photo - margin > EPS, photo >= -tolerance - EPS
     else:
         photo_wins, photo_holds = False, True
+    # The small-photo benchmark counts only where both have it (never a win by absence).
+    small_wins, small_holds = False, True
+    if candidate.small is not None and champion.small is not None and len(names) > 2:
+        small = round(candidate.small - champion.small, 9)
+        verdicts.append(_gain(names[2], small, margin))
+        small_wins, small_holds = small - margin > EPS, small >= -tolerance - EPS
     verdict = "; ".join(verdicts)
-    if (wins and photo_holds) or (photo_wins and holds):
+    if (wins or photo_wins or small_wins) and holds and photo_holds and small_holds:
         return Decision(True, f"{versus}: {verdict}; v{v} becomes champion{note}")
-    if wins or photo_wins:
-        verdict += f"; the other loses more than the tolerance {tolerance:g}"
+    if wins or photo_wins or small_wins:
+        verdict += f"; another loses more than the tolerance {tolerance:g}"
     return Decision(False, f"{versus}: {verdict}; champion stays, v{v} is challenger{note}")

@@ -15,15 +15,18 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, QUERY, ROLE, SPLIT, read_catalog
-from shoplens.evaluation.photo_benchmark import Variant, run_benchmark
+from shoplens.evaluation.photo_benchmark import Variant, answer, run_benchmark, search_metrics
 from shoplens.evaluation.retrieval import recall_at_k, split_query_gallery
 from shoplens.evaluation.shopper_photos import read_benchmark
+from shoplens.evaluation.small_photos import SMALL_DIR
+from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
 from shoplens.registry.gate import CHALLENGER, Decision, Standing
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ CHECKPOINT_TAG = "shoplens.checkpoint_sha256"
 DATA_TAG = "shoplens.data_version"
 RECALL_TAG = "test.recall_at_1"
 PHOTO_TAG = "photos.category_at_1"
+SMALL_TAG = "small_photos.category_at_1"  # the gate's small-photo number
 LOCALIZER_TAG = "shoplens.localizer_sha256"
 SUPER_RESOLVER_TAG = "shoplens.super_resolver_sha256"  # "none": small crops only letterboxed
 SPEC_TAG = "shoplens.query_spec_sha256"  # same checkpoints, another pipeline: another version
@@ -52,6 +56,12 @@ def photo_score(metrics: dict) -> float | None:
     when it has a localizer), None when evaluate measured no shopper photos."""
     photos = metrics.get("shopper_photos") or {}
     block = photos.get("pipeline") or photos.get("finetuned_frame")
+    return None if block is None else float(block["all"]["category@1"])
+
+
+def small_score(metrics: dict) -> float | None:
+    """The gate's small-photo number: category@1 of the query pipeline as registered."""
+    block = (metrics.get("small_photos") or {}).get("pipeline")
     return None if block is None else float(block["all"]["category@1"])
 
 
@@ -77,6 +87,8 @@ def metric_tags(metrics: dict) -> dict[str, str]:
             tags |= {name + _tag(k): f"{v:.6g}" for k, v in values.items() if k != "photos"}
     if (score := photo_score(metrics)) is not None:
         tags[PHOTO_TAG] = f"{score:.6g}"
+    if (score := small_score(metrics)) is not None:
+        tags[SMALL_TAG] = f"{score:.6g}"
     return tags
 
 
@@ -116,12 +128,16 @@ def champion_standing(
     catalog_dir: Path,
     photos_dir: Path | None = None,
 ) -> Standing:
-    """The champion's test numbers, re-measured when its data version is not ``data_version``."""
+    """The champion's test numbers, re-measured when its data version is not ``data_version``
+    (its small-photo number also when it was registered without one)."""
     tags = client.get_model_version(name, str(version)).tags
     recorded, measured_on = float(tags.get(RECALL_TAG, "nan")), tags.get(DATA_TAG, "unknown")
     photo = float(tags[PHOTO_TAG]) if PHOTO_TAG in tags else None
     if measured_on == data_version:
-        return Standing(version, recorded, measured_on, photo=photo)
+        small = float(tags[SMALL_TAG]) if SMALL_TAG in tags else None
+        if small is None and photos_dir is not None:
+            small = _remeasure_small(f"models:/{name}/{version}", catalog_dir, photos_dir)
+        return Standing(version, recorded, measured_on, photo=photo, small=small)
     try:
         recall, photo = remeasure(f"models:/{name}/{version}", catalog_dir, photos_dir)
     except Exception as err:  # an old champion may not load with today's code: say so, go on
@@ -131,12 +147,48 @@ def champion_standing(
             f"{data_version}; re-measuring it failed: {err}.)"
         )
         return Standing(version, recorded, measured_on, note, photo)
+    small = _remeasure_small(f"models:/{name}/{version}", catalog_dir, photos_dir)
     note = (
         f"(Champion v{version} was measured on data version {measured_on}, this model on "
         f"{data_version}: champion re-measured on this test set, recall@1 {recall:.4f}, "
         f"recorded {recorded:.4f}.)"
     )
-    return Standing(version, recall, data_version, note, photo)
+    return Standing(version, recall, data_version, note, photo, small)
+
+
+def _remeasure_small(model_uri: str, catalog_dir: Path, photos_dir: Path | None) -> float | None:
+    """Small-photo category@1 of a registered query pipeline (None where there is no such
+    benchmark, or the version cannot be loaded with today's code)."""
+    directory = Path(photos_dir) / SMALL_DIR if photos_dir is not None else None
+    if directory is None or not (directory / SMALL_TABLE).is_file():
+        return None
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+        pipeline = model.unwrap_python_model().pipeline
+        test, gallery = _test_gallery(pipeline.embed_squares, catalog_dir)
+        table = pd.read_parquet(directory / SMALL_TABLE).assign(bucket=lambda t: t["kind"])
+        mode = "localize" if pipeline.can_localize else "frame"
+        found = answer(Variant("registered", pipeline, mode), table, directory)
+        if mode == "localize":
+            found = found.closer_of_whole_and_crop(gallery)
+        metrics = search_metrics(found.embeddings, gallery, table, test["category"].tolist(),
+                                 test["product_id"].astype(str).tolist())  # fmt: skip
+    except Exception as err:  # an old champion may not load with today's code: say so, go on
+        log.warning("could not measure %s on the small photos: %s", model_uri, err)
+        return None
+    log.info("%s re-measured on the small photos: category@1 %.4f", model_uri,
+             metrics["all"]["category@1"])  # fmt: skip
+    return float(metrics["all"]["category@1"])
+
+
+def _test_gallery(embed, catalog_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The test split and its photos embedded through ``embed`` (the catalog squares path)."""
+    manifest, _ = read_catalog(catalog_dir)
+    test = manifest[manifest[SPLIT] == "test"].reset_index(drop=True)
+    cache = open_cache(Path(catalog_dir) / CACHE_FILE)
+    rows = test["cache_index"].to_numpy()
+    embedded = [embed(np.asarray(cache[rows[i : i + CHUNK]])) for i in range(0, len(rows), CHUNK)]
+    return test, np.concatenate([getattr(e, "embeddings", e) for e in embedded])
 
 
 def remeasure(
@@ -145,18 +197,12 @@ def remeasure(
     """Test Recall@1 of a registered model on the catalog's test split via its pyfunc, and
     category@1 of its query pipeline on the shopper-photo benchmark (None for a version
     registered before it had one, or without a benchmark)."""
-    manifest, _ = read_catalog(catalog_dir)
-    test = manifest[manifest[SPLIT] == "test"].reset_index(drop=True)
-    cache = open_cache(Path(catalog_dir) / CACHE_FILE)
     model = mlflow.pyfunc.load_model(model_uri)
     pipeline = getattr(model.unwrap_python_model(), "pipeline", None)
     # Catalog squares through the pipeline's catalog path (the pyfunc's public input is photo
     # files); a version from before the query pipeline takes uint8 arrays in predict.
-    embed = (lambda x: pipeline.embed_squares(x).embeddings) if pipeline else model.predict
-    rows = test["cache_index"].to_numpy()
-    gallery = np.concatenate(
-        [embed(np.asarray(cache[rows[i : i + CHUNK]])) for i in range(0, len(rows), CHUNK)]
-    )
+    test, gallery = _test_gallery(pipeline.embed_squares if pipeline else model.predict,
+                                  catalog_dir)  # fmt: skip
     embeddings = torch.from_numpy(gallery)
     labels = torch.tensor(test["label"].to_numpy())
     is_query = torch.tensor((test[ROLE] == QUERY).to_numpy())

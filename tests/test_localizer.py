@@ -5,6 +5,7 @@ frame with a note, and hostile photos are a clear error or a flagged fallback.""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -196,3 +197,27 @@ def test_localizer_spec_round_trips_through_json():
         limits={"min_size": 16},
     )
     assert QuerySpec.from_dict(spec.to_dict()) == spec
+
+
+def test_a_product_too_small_for_the_first_look_is_found_in_tiles():
+    """A 14-px product in a 320-px photo is 7 px in the localizer's 160-px input: under
+    min_area, nothing usable. In a tile (0.6 of the side) it is large enough, and its box is
+    where the product is; with tiles off the photo is searched whole."""
+
+    def red(x: torch.Tensor) -> torch.Tensor:  # a localizer that calls red pixels product
+        return torch.where((x[:, :1] > 0.5) & (x[:, 1:2] < -0.5), 9.0, -9.0)
+
+    embedder = EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=4)
+    localizer = LocalizerSpec(160, (0.5,) * 3, (0.5,) * 3, 0.5, 0.002, 0.0, tile_above=1.0)
+    spec = QuerySpec(embedder, localizer, mask_background=False)
+    photo = np.full((320, 320, 3), 120, np.uint8)
+    photo[250:264, 40:54] = (230, 20, 20)
+    found = QueryPipeline(spec, _embed, red).query(Image.fromarray(photo))
+    assert found.localized and found.note == ""
+    x0, y0, x1, y1 = found.detections[0].box
+    assert abs(x0 - 40) <= 2 and abs(y0 - 250) <= 2 and abs(x1 - 54) <= 2 and abs(y1 - 264) <= 2
+    off = QuerySpec(embedder, replace(localizer, tile_above=0.0), mask_background=False)
+    missed = QueryPipeline(off, _embed, red).query(Image.fromarray(photo))
+    assert not missed.localized and missed.note
+    small = Image.fromarray(photo).resize((150, 150))  # not larger than the input: no tiles
+    assert not QueryPipeline(spec, _embed, red).query(small).localized

@@ -214,6 +214,7 @@ class LocalizerConfig:
     threshold: float = MISSING
     min_area: float = MISSING
     refine_below: float = MISSING  # second look at products smaller than this share
+    tile_above: float = MISSING  # nothing found in a photo this many inputs wide: tiles
     checkpoint: str = MISSING
     optimizer: Any = MISSING  # `_target_` nodes, as the embedder's
     scheduler: Any = MISSING

@@ -12,6 +12,8 @@ from PIL import Image
 from shoplens.data.images import letterbox
 from shoplens.query.localize import Detection, Letterbox
 
+MIN_CROP_SIDE = 4  # a box thinner than this in photo pixels cannot be embedded usefully
+
 
 def crop_product(
     image: Image.Image,

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from shoplens.data.images import ImageLimits, letterbox, load_rgb
-from shoplens.query.crop import context, crop_product, overlap, shift, side
+from shoplens.query.crop import MIN_CROP_SIDE, crop_product, side
 from shoplens.query.localize import Detection, Letterbox, detections_from_mask
+from shoplens.query.second_look import look_in_tiles, refine
 from shoplens.query.spec import QuerySpec
 from shoplens.query.upscale import Upscaler
 
@@ -29,7 +30,6 @@ LocalizerForward = Callable[[torch.Tensor], torch.Tensor]
 # RGB in [0, 1] (N, 3, h, w) -> (N, 3, scale*h, scale*w)
 SuperResolverForward = Callable[[torch.Tensor], torch.Tensor]
 CHUNK = 256  # images per forward pass: bounds memory for large batches
-MIN_CROP_SIDE = 4  # a box thinner than this in photo pixels cannot be embedded usefully
 
 WHOLE_FRAME = -1  # QueryResult.searched value: the whole photo, not a detection
 
@@ -80,6 +80,7 @@ class _Plan:
     note: str
     regions: list[tuple]
     also_whole: bool = False  # embed the whole photo as well (a catalog-like shot)
+    missed: bool = False  # localized, and nothing usable found: worth a look in tiles
 
 
 def _normalise(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
@@ -224,7 +225,8 @@ class QueryPipeline:
             self._plan(im, prob, localize, all_products)
             for im, prob in zip(images, probs, strict=True)
         ]
-        self._refine(images, plans)
+        refine(self.spec.localizer, self.product_masks, images, plans)
+        look_in_tiles(self.spec.localizer, self.product_masks, images, plans)
         cropped = [self.crop_and_flag(*where) for plan in plans for where in plan.regions]
         n_regions = len(cropped)
         cropped += [
@@ -276,41 +278,10 @@ class QueryPipeline:
         usable = [i for i, d in enumerate(detections) if side(d.box, min) >= MIN_CROP_SIDE]
         if not usable:
             note = "no product found" if not detections else "every product found is too small"
-            return _Plan(detections, [WHOLE_FRAME], note, [(image,)])
+            return _Plan(detections, [WHOLE_FRAME], note, [(image,)], missed=True)
         chosen = usable if all_products else usable[:1]
         regions = [(image, detections[i], labels, prob) for i in chosen]
         x0, y0, x1, y1 = detections[chosen[0]].box
         span = max((x1 - x0) / image.width, (y1 - y0) / image.height)
         above = self.spec.whole_frame_above
         return _Plan(detections, chosen, "", regions, also_whole=bool(above) and span >= above)
-
-    def _refine(self, images: Sequence[Image.Image], plans: list[_Plan]) -> None:
-        """Localize small products again in a crop around them (one batched pass), where
-        they fill the localizer's input: sharper masks and boxes than the whole photo's
-        letterbox gives a product a few pixels wide. Updates the plans in place."""
-        loc = self.spec.localizer
-        if loc is None or not loc.refine_below:
-            return
-        todo = []  # (plan, slot, image, detection, region box)
-        for image, plan in zip(images, plans, strict=True):
-            for slot, where in enumerate(plan.regions):
-                if len(where) == 1:  # the whole photo
-                    continue
-                box = where[1].box
-                if side(box, max) < loc.refine_below * max(image.size):
-                    todo.append((plan, slot, image, where[1], context(box, image.size)))
-        if not todo:
-            return
-        crops = [image.crop(region) for _, _, image, _, region in todo]
-        for (plan, slot, _, coarse, region), crop, prob in zip(
-            todo, crops, self.product_masks(crops), strict=True
-        ):
-            frame = Letterbox(crop.width, crop.height, loc.input_size)
-            found, labels = detections_from_mask(prob, frame, loc.threshold, loc.min_area)
-            local = shift(coarse.box, -region[0], -region[1])
-            best = max(found, key=lambda d: overlap(d.box, local), default=None)
-            if best is None or overlap(best.box, local) == 0:
-                continue  # nothing there at a closer look: keep the first pass's answer
-            refined = Detection(shift(best.box, *region[:2]), best.score, coarse.area, best.label)
-            plan.detections[plan.searched[slot]] = refined
-            plan.regions[slot] = (crop, best, labels, prob)

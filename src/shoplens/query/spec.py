@@ -34,6 +34,10 @@ class LocalizerSpec:
     # A product whose box's longer side is under this share of the photo's is localized again
     # in a crop around it, where it fills the localizer's input (0: never).
     refine_below: float = 0.5
+    # A photo whose longer side is at least this many times the input size and in which the
+    # first pass found nothing usable is localized again in four overlapping tiles
+    # (shoplens.query.second_look; 0: never).
+    tile_above: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,103 @@
+"""Second looks at a photo, where the first localizer pass saw too little.
+
+* :func:`refine`: a product much smaller than the photo is localized again in a crop twice
+  its size around it, where it fills the localizer's input: sharper masks and boxes.
+* :func:`look_in_tiles`: a photo where nothing usable was found is localized again in four
+  overlapping tiles. Why: the localizer sees the whole photo letterboxed to its input (160 px
+  on the demo), so a 12-19 px product in a 320 px zoomed-out photo is 6-10 px there, under
+  ``min_area`` or too faint for the threshold (the small-photo benchmark: found in about a
+  third of such photos). Each tile, 0.6 of the photo's side, is letterboxed to the same input,
+  so the product is seen at up to twice the size. Only photos with nothing found pay for it.
+
+Both take the pipeline's plans (``_Plan``: which regions of each photo to embed) and update
+them in place, with one batched localizer pass each.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from shoplens.query.crop import MIN_CROP_SIDE, context, overlap, shift, side
+from shoplens.query.localize import Detection, Letterbox, detections_from_mask
+from shoplens.query.spec import LocalizerSpec
+
+Box = tuple[int, int, int, int]
+# photos -> the localizer's product probability over each, letterboxed (QueryPipeline's)
+ProductMasks = Callable[[Sequence[Image.Image]], list[np.ndarray]]
+
+
+def tile_boxes(width: int, height: int, share: float = 0.6) -> list[Box]:
+    """Four boxes, ``share`` of each side, at the photo's corners (they overlap where
+    ``share`` > 0.5, so a product on a tile's edge is whole in another)."""
+    if not 0.5 <= share <= 1:
+        raise ValueError(f"share must be within [0.5, 1], got {share}")
+    tw, th = math.ceil(width * share), math.ceil(height * share)
+    return [(x, y, x + tw, y + th) for y in (0, height - th) for x in (0, width - tw)]
+
+
+def look_in_tiles(
+    loc: LocalizerSpec | None, masks: ProductMasks, images: Sequence[Image.Image], plans: list
+) -> None:
+    """Photos where the first pass found nothing usable, localized again in overlapping
+    tiles (one batched pass, :func:`tile_boxes`): the most confident usable
+    product of any tile is searched. Updates the plans in place."""
+    if loc is None or not loc.tile_above:
+        return
+    todo = [
+        (plan, image, box)
+        for image, plan in zip(images, plans, strict=True)
+        if plan.missed and max(image.size) >= loc.tile_above * loc.input_size
+        for box in tile_boxes(*image.size)
+    ]
+    if not todo:
+        return
+    crops = [image.crop(box) for _, image, box in todo]
+    best: dict[int, tuple] = {}  # id(plan) -> (plan, image, box, crop, detection, labels, prob)
+    for (plan, image, box), crop, prob in zip(todo, crops, masks(crops),
+                                              strict=True):  # fmt: skip
+        frame = Letterbox(crop.width, crop.height, loc.input_size)
+        found, labels = detections_from_mask(prob, frame, loc.threshold, loc.min_area)
+        for d in found:
+            held = best.get(id(plan))
+            if side(d.box, min) >= MIN_CROP_SIDE and (held is None or d.score > held[4].score):
+                best[id(plan)] = (plan, image, box, crop, d, labels, prob)
+    for plan, image, box, crop, d, labels, prob in best.values():
+        share = (crop.width * crop.height) / (image.width * image.height)
+        plan.detections = [Detection(shift(d.box, *box[:2]), d.score, d.area * share, d.label)]
+        plan.searched, plan.note = [0], ""
+        plan.regions = [(crop, d, labels, prob)]
+
+
+def refine(
+    loc: LocalizerSpec | None, masks: ProductMasks, images: Sequence[Image.Image], plans: list
+) -> None:
+    """Localize small products again in a crop around them (one batched pass), where
+    they fill the localizer's input: sharper masks and boxes than the whole photo's
+    letterbox gives a product a few pixels wide. Updates the plans in place."""
+    if loc is None or not loc.refine_below:
+        return
+    todo = []  # (plan, slot, image, detection, region box)
+    for image, plan in zip(images, plans, strict=True):
+        for slot, where in enumerate(plan.regions):
+            if len(where) == 1:  # the whole photo
+                continue
+            box = where[1].box
+            if side(box, max) < loc.refine_below * max(image.size):
+                todo.append((plan, slot, image, where[1], context(box, image.size)))
+    if not todo:
+        return
+    crops = [image.crop(region) for _, _, image, _, region in todo]
+    for (plan, slot, _, coarse, region), crop, prob in zip(todo, crops, masks(crops), strict=True):
+        frame = Letterbox(crop.width, crop.height, loc.input_size)
+        found, labels = detections_from_mask(prob, frame, loc.threshold, loc.min_area)
+        local = shift(coarse.box, -region[0], -region[1])
+        best = max(found, key=lambda d: overlap(d.box, local), default=None)
+        if best is None or overlap(best.box, local) == 0:
+            continue  # nothing there at a closer look: keep the first pass's answer
+        refined = Detection(shift(best.box, *region[:2]), best.score, coarse.area, best.label)
+        plan.detections[plan.searched[slot]] = refined
+        plan.regions[slot] = (crop, best, labels, prob)

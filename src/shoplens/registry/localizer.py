@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
 from shoplens.models.localizer import Localizer
 from shoplens.registry.gate import Decision, Standing, decide
-from shoplens.registry.versions import DATA_TAG, aliases, apply_decision
+from shoplens.registry.versions import (
+    DATA_TAG,
+    SHA_TAG,
+    aliases,
+    apply_decision,
+    register_network,
+)
 
 log = logging.getLogger(__name__)
 
-SHA_TAG = "shoplens.checkpoint_sha256"
 IOU_TAG, AP_TAG = "photos.mask_iou", "photos.box_ap_at_0.5"
 NAMES = ("mask IoU", "box AP@0.5")
 
@@ -44,18 +48,8 @@ def register_localizer(
         AP_TAG: f"{localization['box_ap@0.5']:.6g}",
         "shoplens.train_run_id": run_id,
     }
-    found = client.search_model_versions(f"name = '{name}' and tags.`{SHA_TAG}` = '{sha}'")
-    if found:
-        version = min(int(mv.version) for mv in found)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, str(version), key, value)
-    else:
-        example = np.zeros((1, 3, localizer.input_size, localizer.input_size), np.float32)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                localizer.eval(), name="localizer", input_example=example
-            )
-        version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    example = np.zeros((1, 3, localizer.input_size, localizer.input_size), np.float32)
+    version = register_network(client, name, localizer, tags, run_id, "localizer", example)
     candidate = Standing(
         version, localization["mask_iou"], data_version, photo=localization["box_ap@0.5"]
     )

@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import logging
 
-import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
 from shoplens.models.super_resolution import SuperResolver
 from shoplens.registry.gate import Decision, Standing, decide
-from shoplens.registry.versions import DATA_TAG, aliases, apply_decision
+from shoplens.registry.versions import (
+    DATA_TAG,
+    SHA_TAG,
+    aliases,
+    apply_decision,
+    register_network,
+)
 
 log = logging.getLogger(__name__)
 
-SHA_TAG = "shoplens.checkpoint_sha256"
 GAIN_TAG, PSNR_TAG, SSIM_TAG = "test.psnr_gain_db", "test.psnr", "test.ssim"
 NAMES = ("PSNR gain over bicubic (dB)", "SSIM")
 
@@ -62,18 +66,8 @@ def register_super_resolver(
         "shoplens.scale": str(network.scale),
         "shoplens.train_run_id": run_id,
     }
-    found = client.search_model_versions(f"name = '{name}' and tags.`{SHA_TAG}` = '{sha}'")
-    if found:
-        version = min(int(mv.version) for mv in found)
-        for key, value in tags.items():
-            client.set_model_version_tag(name, str(version), key, value)
-    else:
-        example = np.zeros((1, 3, 16, 16), np.float32)
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pytorch.log_model(
-                network.eval(), name="super_resolver", input_example=example
-            )
-        version = int(mlflow.register_model(info.model_uri, name, tags=tags).version)
+    example = np.zeros((1, 3, 16, 16), np.float32)
+    version = register_network(client, name, network, tags, run_id, "super_resolver", example)
     candidate = Standing(version, float(metrics["psnr_gain_db"]), data,
                          photo=float(metrics["ssim"]))  # fmt: skip
     current = aliases(client, name)

@@ -32,6 +32,7 @@ from shoplens.registry.gate import CHALLENGER, Decision, Standing
 log = logging.getLogger(__name__)
 
 CHECKPOINT_TAG = "shoplens.checkpoint_sha256"
+SHA_TAG = CHECKPOINT_TAG  # a task head's own registered model: its checkpoint
 DATA_TAG = "shoplens.data_version"
 RECALL_TAG = "test.recall_at_1"
 PHOTO_TAG = "photos.category_at_1"
@@ -90,6 +91,31 @@ def metric_tags(metrics: dict) -> dict[str, str]:
     if (score := small_score(metrics)) is not None:
         tags[SMALL_TAG] = f"{score:.6g}"
     return tags
+
+
+def register_network(
+    client: MlflowClient,
+    name: str,
+    network: torch.nn.Module,
+    tags: dict[str, str],
+    run_id: str,
+    artifact: str,
+    example: np.ndarray,
+) -> int:
+    """A version of a task head's own registered model (the localizer, the super-resolver):
+    the one already registered from this checkpoint (``tags[SHA_TAG]``), its tags refreshed,
+    or the network logged (MLflow's pytorch flavour) to ``run_id`` as ``artifact`` and
+    registered."""
+    sha = tags[SHA_TAG]
+    found = client.search_model_versions(f"name = '{name}' and tags.`{SHA_TAG}` = '{sha}'")
+    if found:
+        version = min(int(mv.version) for mv in found)
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), key, value)
+        return version
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(network.eval(), name=artifact, input_example=example)
+    return int(mlflow.register_model(info.model_uri, name, tags=tags).version)
 
 
 def aliases(client: MlflowClient, name: str) -> dict[str, int]:

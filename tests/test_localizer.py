@@ -30,6 +30,7 @@ LOCALIZER = (
     "localizer.batch_size=16",
     "localizer.val_scenes=32",
     "localizer.optimizer.lr=0.01",
+    "localizer.frozen_stages=0",  # a random-weight test backbone: nothing learnt to keep
     "callbacks.early_stopping=null",
     # The mechanism, not robustness: plain scenes train a tiny localizer in seconds.
     "localizer.scenes.decoys=[1.0]",
@@ -221,3 +222,114 @@ def test_a_product_too_small_for_the_first_look_is_found_in_tiles():
     assert not missed.localized and missed.note
     small = Image.fromarray(photo).resize((150, 150))  # not larger than the input: no tiles
     assert not QueryPipeline(spec, _embed, red).query(small).localized
+
+
+def test_the_pipelines_mask_takes_the_closer_look_around_a_small_product():
+    """A 40-px product in a 640-px photo is 10 px in the first look's 160-px square: its mask,
+    resampled to the photo, has blurred blocky edges. The pipeline looks again in a crop
+    around it (refine) and records that look; the photo-level mask evaluate scores is then
+    the closer one, nearer the truth than the first look alone."""
+    from shoplens.evaluation.photo_benchmark import photo_mask
+
+    def red(x: torch.Tensor) -> torch.Tensor:
+        return torch.where((x[:, :1] > 0.5) & (x[:, 1:2] < -0.5), 9.0, -9.0)
+
+    embedder = EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=4)
+    localizer = LocalizerSpec(160, (0.5,) * 3, (0.5,) * 3, 0.5, 0.0005, 0.5, tile_above=0.0)
+    photo = np.full((640, 640, 3), 120, np.uint8)
+    truth = np.zeros((640, 640), bool)
+    truth[301:343, 203:241] = True  # off the 4-px grid of the first look
+    photo[truth] = (230, 20, 20)
+    found = QueryPipeline(QuerySpec(embedder, localizer), _embed, red).query(Image.fromarray(photo))
+    assert found.localized and len(found.closer_looks) == 1
+    region, _ = found.closer_looks[0]
+    assert region[0] <= 203 and region[1] <= 301 and region[2] >= 241 and region[3] >= 343
+
+    def iou(mask: np.ndarray) -> float:
+        return (mask & truth).sum() / (mask | truth).sum()
+
+    first, final = photo_mask(found, 160, closer_looks=False), photo_mask(found, 160)
+    assert iou(final) > 0.95 > iou(first)
+
+
+def test_frozen_encoder_stages_keep_their_weights_and_statistics(workspace, overrides):
+    """``localizer.frozen_stages``: the stem and the next stages neither learn nor let their
+    BatchNorm statistics drift in training; the stages above them and the decoder do."""
+    from omegaconf import OmegaConf
+
+    from shoplens.training.localizer_module import LocalizerModule
+
+    cfg = compose_config(overrides(workspace, *LOCALIZER, "localizer.frozen_stages=2"))
+    module = LocalizerModule(OmegaConf.to_container(cfg, resolve=True))
+    stages = module.localizer.encoder_stages()
+    assert len(stages) > 3 and stages[0].name.startswith("conv_stem")
+
+    def snapshot(stage):
+        return {k: v.clone() for k, v in stage.state_dict().items()}
+
+    before = [snapshot(stage) for stage in stages]
+    decoder = [p.clone() for p in module.localizer.network.decoder.parameters()]
+    module.train()
+    module.on_train_epoch_start()
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.1)
+    images, masks = torch.randn(4, 3, 64, 64), (torch.rand(4, 1, 64, 64) > 0.5).float()
+    for _ in range(2):
+        logits = module(images)
+        loss = module.dice(logits, masks) + module.bce(logits, masks)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = [snapshot(stage) for stage in stages]
+    for i in (0, 1):  # weights and running statistics as they were
+        assert all(torch.equal(before[i][k], after[i][k]) for k in before[i]), stages[i].name
+    assert any(not torch.equal(before[2][k], after[2][k]) for k in before[2])
+    trained = module.localizer.network.decoder.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(decoder, trained, strict=True))
+
+
+def test_refine_every_sharpens_the_boxes_of_products_not_searched():
+    """Two small products: by default only the searched (larger) one is looked at again;
+    with ``refine_every`` the other's box comes from a closer look too, and is tighter."""
+
+    def red(x: torch.Tensor) -> torch.Tensor:
+        return torch.where((x[:, :1] > 0.5) & (x[:, 1:2] < -0.5), 9.0, -9.0)
+
+    embedder = EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=4)
+    localizer = LocalizerSpec(160, (0.5,) * 3, (0.5,) * 3, 0.5, 0.0005, 0.5)
+    photo = np.full((640, 640, 3), 120, np.uint8)
+    photo[301:353, 203:251] = (230, 20, 20)  # the main product, 52 px
+    photo[101:131, 421:447] = (230, 20, 20)  # a smaller one, 30 px
+    truth = (421, 101, 447, 131)
+    for every, looks in ((False, 1), (True, 2)):
+        spec = QuerySpec(embedder, replace(localizer, refine_every=every))
+        found = QueryPipeline(spec, _embed, red).query(Image.fromarray(photo))
+        assert found.searched == [0] and len(found.closer_looks) == looks
+        other = found.detections[1].box
+        assert (other == truth) is every, other  # the first look's box is off by its grid
+
+
+def test_the_localizer_gate_never_compares_mask_ious_measured_differently(localized):
+    """A champion registered before the pipeline's mask IoU (closer looks included) existed
+    carries only the first look's: the gate then decides on box AP@0.5 alone, and says so."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from shoplens.registry.localizer import AP_TAG, IOU_TAG, register_localizer
+
+    cfg, result, localizer = localized
+    mlflow.set_tracking_uri(cfg.tracking.uri)
+    client, name, run = MlflowClient(), "localizer-gate-test", result["mlflow_run_id"]
+
+    def register(sha: str, iou: float, ap: float):
+        numbers = {"mask_iou": iou, "box_ap@0.5": ap}
+        return register_localizer(client, name, localizer, sha, numbers, "d1", run, 0.005)
+
+    old, _ = register("a" * 64, 0.50, 0.60)
+    client.delete_model_version_tag(name, str(old), IOU_TAG)  # as a version from before
+    client.set_model_version_tag(name, str(old), "photos.mask_iou", "0.40")
+    _, decision = register("b" * 64, 0.90, 0.60)  # a far better IoU, the same box AP
+    assert not decision.promote and "compared on box AP@0.5" in decision.reason
+    newer, decision = register("c" * 64, 0.45, 0.70)
+    assert decision.promote, decision.reason
+    tags = client.get_model_version(name, str(newer)).tags
+    assert float(tags[IOU_TAG]) == 0.45 and float(tags[AP_TAG]) == 0.70

@@ -206,7 +206,7 @@ class LocalizerConfig:
     decoder_channels: int = MISSING
     input_size: int = MISSING
     channels_last: bool = MISSING
-    freeze_encoder: bool = MISSING
+    frozen_stages: int = MISSING  # encoder stages nearest the input kept as pretrained
     epochs: int = MISSING
     steps_per_epoch: int = MISSING
     batch_size: int = MISSING
@@ -214,6 +214,7 @@ class LocalizerConfig:
     threshold: float = MISSING
     min_area: float = MISSING
     refine_below: float = MISSING  # second look at products smaller than this share
+    refine_every: bool = MISSING  # ... at every product found, not only the searched
     tile_above: float = MISSING  # nothing found in a photo this many inputs wide: tiles
     checkpoint: str = MISSING
     optimizer: Any = MISSING  # `_target_` nodes, as the embedder's

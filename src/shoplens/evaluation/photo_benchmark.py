@@ -144,7 +144,8 @@ def localization_metrics(
     results: Sequence[QueryResult], table: pd.DataFrame, photo_dir: Path, input_size: int
 ) -> dict[str, float]:
     """Box AP@0.5 (torchmetrics, every product in the photo, distractors included), mean mask
-    IoU per photo at photo resolution, and how often the product searched was the right one."""
+    IoU per photo at photo resolution (the mask the pipeline ends with, :func:`photo_mask`),
+    and how often the product searched was the right one."""
     ap = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5])
     ious, right, found = [], 0, 0
     for i, result in enumerate(results):
@@ -169,7 +170,7 @@ def localization_metrics(
         )
         mask = read_mask(photo_dir, table.iloc[i]["photo"]) > 0
         ious.append(float(binary_jaccard_index(
-            torch.from_numpy(_photo_mask(result, input_size)), torch.from_numpy(mask)
+            torch.from_numpy(photo_mask(result, input_size)), torch.from_numpy(mask)
         )))  # fmt: skip
         if result.localized:
             found += 1
@@ -182,16 +183,29 @@ def localization_metrics(
     }
 
 
-def _photo_mask(result: QueryResult, side: int) -> np.ndarray:
-    """The predicted product mask resampled from the localizer's square to photo pixels."""
+def photo_mask(result: QueryResult, side: int, closer_looks: bool = True) -> np.ndarray:
+    """The pipeline's product mask in photo pixels: the first pass's probability resampled
+    from the localizer's square, with each region it looked at again (refined around a small
+    product, or the tile it was found in) replaced by that closer look's probability."""
+    prob = result.product_mask if result.product_mask is not None else np.zeros((side, side))
+    photo = _resample(prob, (0, 0, result.width, result.height))
+    for box, look in result.closer_looks if closer_looks else []:
+        x0, y0, x1, y1 = box
+        photo[y0:y1, x0:x1] = _resample(look, box)
+    return photo >= result.threshold
+
+
+def _resample(prob: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """A probability map over a region letterboxed to ``prob``'s side -> the region's pixels."""
     from PIL import Image
 
-    frame = Letterbox(result.width, result.height, side)
-    prob = result.product_mask if result.product_mask is not None else np.zeros((side, side))
-    inner = Image.fromarray(prob.astype(np.float32), mode="F").resize(
-        (result.width, result.height), Image.Resampling.BILINEAR, box=frame.inner
+    width, height = box[2] - box[0], box[3] - box[1]
+    frame = Letterbox(width, height, prob.shape[0])
+    return np.array(
+        Image.fromarray(prob.astype(np.float32), mode="F").resize(
+            (width, height), Image.Resampling.BILINEAR, box=frame.inner
+        )
     )
-    return np.asarray(inner) >= result.threshold
 
 
 def _iou(a, b) -> float:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from shoplens.models.backbone import BackboneSettings, PreprocessingSpec, create_backbone
+from shoplens.models.stages import BackboneStage, backbone_stages
 
 DECODERS = ("fpn", "unet")
 
@@ -31,16 +32,22 @@ class Localizer(nn.Module):
     """Normalised ``(N, 3, S, S)`` images -> product-mask logits ``(N, 1, S, S)``."""
 
     def __init__(self, network: nn.Module, preprocessing: PreprocessingSpec, input_size: int,
-                 channels_last: bool = False):  # fmt: skip
+                 channels_last: bool = False, stage_matcher: dict | None = None):  # fmt: skip
         super().__init__()
         self.network, self.preprocessing = network, preprocessing
         self.input_size, self.channels_last = int(input_size), channels_last
+        self.stage_matcher = stage_matcher  # the backbone's timm group_matcher(coarse=True)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
     @property
     def encoder(self) -> nn.Module:
         return self.network.encoder
+
+    def encoder_stages(self) -> list[BackboneStage]:
+        """The encoder's coarse stages, input side first, as the embedder's freezing splits
+        the same backbone (:mod:`shoplens.models.stages`)."""
+        return backbone_stages(self.encoder.model, self.stage_matcher)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -85,4 +92,5 @@ def build_localizer(backbone_cfg: BackboneSettings, settings: LocalizerSettings)
     if missing:
         raise RuntimeError(f"backbone weights lack encoder keys {missing[:5]}")
     target.load_state_dict({k: source[k] for k in target.state_dict()}, strict=True)
-    return Localizer(network, preprocessing, settings.input_size, settings.channels_last)
+    matcher = backbone.group_matcher(coarse=True) if hasattr(backbone, "group_matcher") else None
+    return Localizer(network, preprocessing, settings.input_size, settings.channels_last, matcher)

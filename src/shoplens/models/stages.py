@@ -55,10 +55,14 @@ class BackboneStage(nn.Module):
         return self.name
 
 
-def stage_index_of_parameters(model: nn.Module) -> dict[str, int]:
-    """Map each parameter name of ``model`` to its stage number (0 = nearest the input)."""
-    if hasattr(model, "group_matcher"):
-        return group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+def stage_index_of_parameters(model: nn.Module, matcher: dict | None = None) -> dict[str, int]:
+    """Map each parameter name of ``model`` to its stage number (0 = nearest the input).
+    ``matcher``: a ``group_matcher(coarse=True)`` to use instead of the model's own (a timm
+    ``features_only`` wrapper keeps the full model's parameter names, not its matcher)."""
+    if matcher is None and hasattr(model, "group_matcher"):
+        matcher = model.group_matcher(coarse=True)
+    if matcher is not None:
+        return group_parameters(model, matcher, reverse=True)
     index: dict[str, int] = {name: 0 for name, _ in model.named_parameters(recurse=False)}
     children = [(n, c) for n, c in model.named_children() if any(True for _ in c.parameters())]
     for stage, (child_name, child) in enumerate(children):
@@ -66,13 +70,14 @@ def stage_index_of_parameters(model: nn.Module) -> dict[str, int]:
     return index
 
 
-def backbone_stages(model: nn.Module) -> list[BackboneStage]:
+def backbone_stages(model: nn.Module, matcher: dict | None = None) -> list[BackboneStage]:
     """The ordered coarse stages of ``model`` (see the module doc), input side first.
 
     Each stage holds the largest submodules whose parameters all belong to it, so a stage's
-    ``modules()`` also reaches its BatchNorm running statistics.
+    ``modules()`` also reaches its BatchNorm running statistics. ``matcher``: as in
+    :func:`stage_index_of_parameters`.
     """
-    stage_of = stage_index_of_parameters(model)
+    stage_of = stage_index_of_parameters(model, matcher)
     count = max(stage_of.values()) + 1
     modules: list[dict[str, nn.Module]] = [{} for _ in range(count)]
     params: list[dict[str, nn.Parameter]] = [{} for _ in range(count)]

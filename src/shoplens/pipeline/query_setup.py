@@ -92,6 +92,7 @@ def localizer_spec(localizer: Localizer, cfg: DictConfig) -> LocalizerSpec:
         threshold=float(cfg.localizer.threshold),
         min_area=float(cfg.localizer.min_area),
         refine_below=float(cfg.localizer.refine_below),
+        refine_every=bool(cfg.localizer.refine_every),
         tile_above=float(cfg.localizer.tile_above),
     )
 

@@ -64,6 +64,11 @@ class QueryResult:
     # spec's upscale.below); whole_upscaled: the same for the whole photo's extra row.
     upscaled: list[bool] = field(default_factory=list)
     whole_upscaled: bool = False
+    # Regions of the photo the localizer looked at again (query/second_look.py): (box in
+    # photo pixels, product probability over that region letterboxed), later looks on top.
+    closer_looks: list[tuple[tuple[int, int, int, int], np.ndarray]] = field(
+        default_factory=list, repr=False
+    )
 
     @property
     def localized(self) -> bool:
@@ -81,6 +86,7 @@ class _Plan:
     regions: list[tuple]
     also_whole: bool = False  # embed the whole photo as well (a catalog-like shot)
     missed: bool = False  # localized, and nothing usable found: worth a look in tiles
+    looks: list[tuple] = field(default_factory=list)  # QueryResult.closer_looks
 
 
 def _normalise(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
@@ -263,6 +269,7 @@ class QueryPipeline:
                     whole_logits,
                     flags[rows],
                     whole_upscaled,
+                    plan.looks,
                 )
             )
         return results

@@ -70,6 +70,7 @@ def look_in_tiles(
         plan.detections = [Detection(shift(d.box, *box[:2]), d.score, d.area * share, d.label)]
         plan.searched, plan.note = [0], ""
         plan.regions = [(crop, d, labels, prob)]
+        plan.looks.append((box, prob))
 
 
 def refine(
@@ -77,27 +78,34 @@ def refine(
 ) -> None:
     """Localize small products again in a crop around them (one batched pass), where
     they fill the localizer's input: sharper masks and boxes than the whole photo's
-    letterbox gives a product a few pixels wide. Updates the plans in place."""
+    letterbox gives a product a few pixels wide. The searched products, or with
+    ``loc.refine_every`` every usable one found (the boxes a page draws for "shop the look").
+    Updates the plans in place."""
     if loc is None or not loc.refine_below:
         return
-    todo = []  # (plan, slot, image, detection, region box)
+    todo = []  # (plan, index into its detections, image, region box)
     for image, plan in zip(images, plans, strict=True):
-        for slot, where in enumerate(plan.regions):
-            if len(where) == 1:  # the whole photo
-                continue
-            box = where[1].box
-            if side(box, max) < loc.refine_below * max(image.size):
-                todo.append((plan, slot, image, where[1], context(box, image.size)))
+        if not plan.searched or plan.searched[0] < 0:  # the whole photo is searched
+            continue
+        for i in range(len(plan.detections)) if loc.refine_every else plan.searched:
+            box = plan.detections[i].box
+            small = side(box, max) < loc.refine_below * max(image.size)
+            if small and side(box, min) >= MIN_CROP_SIDE:
+                todo.append((plan, i, image, context(box, image.size)))
     if not todo:
         return
-    crops = [image.crop(region) for _, _, image, _, region in todo]
-    for (plan, slot, _, coarse, region), crop, prob in zip(todo, crops, masks(crops), strict=True):
+    crops = [image.crop(region) for _, _, image, region in todo]
+    for (plan, i, _, region), crop, prob in zip(todo, crops, masks(crops), strict=True):
+        coarse = plan.detections[i]
         frame = Letterbox(crop.width, crop.height, loc.input_size)
         found, labels = detections_from_mask(prob, frame, loc.threshold, loc.min_area)
         local = shift(coarse.box, -region[0], -region[1])
         best = max(found, key=lambda d: overlap(d.box, local), default=None)
         if best is None or overlap(best.box, local) == 0:
             continue  # nothing there at a closer look: keep the first pass's answer
-        refined = Detection(shift(best.box, *region[:2]), best.score, coarse.area, best.label)
-        plan.detections[plan.searched[slot]] = refined
-        plan.regions[slot] = (crop, best, labels, prob)
+        plan.detections[i] = Detection(
+            shift(best.box, *region[:2]), best.score, coarse.area, best.label
+        )
+        if i in plan.searched:
+            plan.regions[plan.searched.index(i)] = (crop, best, labels, prob)
+        plan.looks.append((region, prob))

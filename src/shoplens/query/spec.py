@@ -34,6 +34,9 @@ class LocalizerSpec:
     # A product whose box's longer side is under this share of the photo's is localized again
     # in a crop around it, where it fills the localizer's input (0: never).
     refine_below: float = 0.5
+    # Refine every product found, not only the searched one(s): sharper boxes for the others
+    # (the page draws them to click), one more localizer pass per product.
+    refine_every: bool = False
     # A photo whose longer side is at least this many times the input size and in which the
     # first pass found nothing usable is localized again in four overlapping tiles
     # (shoplens.query.second_look; 0: never).

@@ -26,7 +26,9 @@ from shoplens.registry.versions import (
 
 log = logging.getLogger(__name__)
 
-IOU_TAG, AP_TAG = "photos.mask_iou", "photos.box_ap_at_0.5"
+# The mask IoU of the mask the pipeline ends with (closer looks included); versions from before
+# carry only the first look's, under "photos.mask_iou", which is not comparable.
+IOU_TAG, AP_TAG = "photos.pipeline_mask_iou", "photos.box_ap_at_0.5"
 NAMES = ("mask IoU", "box AP@0.5")
 
 
@@ -54,7 +56,7 @@ def register_localizer(
         version, localization["mask_iou"], data_version, photo=localization["box_ap@0.5"]
     )
     current = aliases(client, name)
-    champion = None
+    champion, names = None, NAMES
     if (held := current.get("champion")) is not None:
         t = client.get_model_version(name, str(held)).tags
         note = ""
@@ -62,7 +64,13 @@ def register_localizer(
             note = f"(champion v{held} was measured on data version {t.get(DATA_TAG)})"
         champion = Standing(held, float(t.get(IOU_TAG, "nan")), t.get(DATA_TAG, ""), note,
                             float(t[AP_TAG]) if AP_TAG in t else None)  # fmt: skip
-    decision = decide(candidate, champion, margin, NAMES)
+        if IOU_TAG not in t and AP_TAG in t and held != version:
+            # No comparable mask IoU: box AP@0.5 alone decides (its definition never changed).
+            candidate = Standing(version, localization["box_ap@0.5"], data_version)
+            note = f"(champion v{held} has no pipeline mask IoU: compared on box AP@0.5) {note}"
+            champion = Standing(held, float(t[AP_TAG]), t.get(DATA_TAG, ""), note.strip())
+            names = ("box AP@0.5",)
+    decision = decide(candidate, champion, margin, names)
     apply_decision(client, name, version, decision, current)
     log.info("%s v%d: %s", name, version, decision.reason)
     return version, decision

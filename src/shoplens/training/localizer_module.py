@@ -28,8 +28,12 @@ class LocalizerModule(L.LightningModule):
         if pretrained is not None:  # loading a checkpoint: its weights replace ImageNet's
             backbone = OmegaConf.merge(backbone, {"pretrained": pretrained})
         self.localizer = build_localizer(backbone, loc)
-        if loc.freeze_encoder:
-            self.localizer.encoder.requires_grad_(False)
+        # The encoder stages nearest the input keep their ImageNet weights and statistics:
+        # generic edges and textures, and the most expensive stages to back-propagate
+        # through at full resolution (README: localizer training, measured).
+        self._frozen = self.localizer.encoder_stages()[: int(loc.frozen_stages)]
+        for stage in self._frozen:
+            stage.requires_grad_(False)
         # Dice keeps small products from drowning in background pixels; BCE keeps edges sharp.
         self.dice, self.bce = DiceLoss("binary", from_logits=True), SoftBCEWithLogitsLoss()
         self.val_iou = BinaryJaccardIndex(threshold=float(loc.threshold))
@@ -38,8 +42,9 @@ class LocalizerModule(L.LightningModule):
         return self.localizer(images)
 
     def on_train_epoch_start(self) -> None:
-        if self.cfg.localizer.freeze_encoder:  # frozen BatchNorm keeps ImageNet statistics
-            self.localizer.encoder.eval()
+        for stage in self._frozen:  # frozen BatchNorm keeps ImageNet statistics
+            for layer in stage.norm_layers():
+                layer.eval()
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, masks = batch

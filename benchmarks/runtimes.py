@@ -11,7 +11,8 @@ it ships, and those graphs quantized to INT8 here):
    photos get the same top-10 list as torch;
 2. embedding throughput: catalog photos per second in the index stage's batches;
 3. one photo in process: p50 of ``QueryPipeline.query`` (validate -> localize -> crop ->
-   embed), the model's share of a search;
+   embed), the model's share of a search, and how much of it is spent inside the networks
+   (``--one-photo-only``: just this part);
 4. ``POST /search`` over HTTP against ``shoplens serve query.runtime=...`` (torch and onnx,
    the runtimes a registered model serves): p50 / p99 and throughput with 1 and 4 clients;
 5. the index stage itself on the demo catalog (into a temporary directory): torch, ONNX, and
@@ -72,7 +73,7 @@ def int8_pipeline(cfg, onnx: QueryPipeline, graphs: Path, out: Path) -> QueryPip
     squares = np.asarray(open_cache(Path(cfg.paths.catalog_dir) / CACHE_FILE)[rows])
     embedder = _Recorder(onnx.embedder)
     localizer = _Recorder(onnx.localizer) if onnx.localizer is not None else None
-    recording = QueryPipeline(onnx.spec, embedder, localizer)
+    recording = QueryPipeline(onnx.spec, embedder, localizer, onnx.super_resolver)
     recording.embed_squares(squares)
     files = {"embedder_onnx": quantize_int8(
         graphs / FILES["embedder_onnx"], out / "embedder_int8.onnx",
@@ -92,6 +93,8 @@ def int8_pipeline(cfg, onnx: QueryPipeline, graphs: Path, out: Path) -> QueryPip
             graphs / FILES["localizer_onnx"], out / "localizer_int8.onnx",
             np.concatenate(localizer.inputs),
         )  # fmt: skip
+    if onnx.spec.upscale is not None:  # the super-resolver stays float (about 1 ms a crop)
+        files["super_resolver_onnx"] = graphs / FILES["super_resolver_onnx"]
     return onnx_pipeline(onnx.spec, files)
 
 
@@ -128,17 +131,40 @@ def quality(cfg, name: str, pipeline: QueryPipeline, photos: int) -> tuple[dict,
     }, top10
 
 
-def one_photo_ms(cfg, pipeline: QueryPipeline, n: int = 100) -> float:
+class Timed:
+    """A network that adds up the time spent in it."""
+
+    def __init__(self, network):
+        self.network, self.seconds = network, 0.0
+
+    def __call__(self, x: torch.Tensor):
+        start = time.perf_counter()
+        out = self.network(x)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def one_photo_ms(cfg, pipeline: QueryPipeline, n: int = 100) -> tuple[float, float]:
+    """p50 of one shopper photo through the pipeline, and the mean time per photo spent
+    inside its networks (the rest - decoding, letterboxing, components, crops - is the
+    same code for every runtime, so networks-only torch / ONNX bounds what a search gains)."""
+    networks = [pipeline.embedder, pipeline.localizer, pipeline.super_resolver]
+    timed = [Timed(net) if net is not None else None for net in networks]
+    pipeline = QueryPipeline(pipeline.spec, *timed)
     photo_dir = Path(cfg.paths.shopper_photos_dir)
     photos = [read_photo(photo_dir, p) for p in read_benchmark(photo_dir)["photo"].head(n)]
     for photo in photos[:5]:
         pipeline.query(photo)
+    for net in timed:
+        if net is not None:
+            net.seconds = 0.0
     times = []
     for photo in photos:
         start = time.perf_counter()
         pipeline.query(photo)
         times.append(time.perf_counter() - start)
-    return float(np.percentile(times, 50) * 1e3)
+    inside = sum(net.seconds for net in timed if net is not None) / len(photos)
+    return float(np.percentile(times, 50) * 1e3), inside * 1e3
 
 
 def http(cfg, runtimes, queries: int, concurrency: int, requests: int) -> list[dict]:
@@ -188,6 +214,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=400, help="requests under load")
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/runtimes.json"))
+    parser.add_argument("--one-photo-only", action="store_true",
+                        help="only part 3: one photo in process, and its time in the networks")  # fmt: skip
     args = parser.parse_args()
     cfg = load_config()
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
@@ -206,9 +234,20 @@ def main() -> None:
         }
         rows, tops = [], {}
         for runtime, pipeline in pipelines.items():
-            row, tops[runtime] = quality(cfg, runtime, pipeline, args.photos)
-            row["one_photo_p50_ms"] = one_photo_ms(cfg, pipeline)
+            if args.one_photo_only:
+                row, tops[runtime] = {"runtime": runtime}, None
+            else:
+                row, tops[runtime] = quality(cfg, runtime, pipeline, args.photos)
+            row["one_photo_p50_ms"], row["networks_ms"] = one_photo_ms(cfg, pipeline)
             rows.append(row)
+    if args.one_photo_only:
+        torch_row = rows[0]
+        for r in rows:
+            print(f"{r['runtime']:<10} one photo p50 {r['one_photo_p50_ms']:6.1f} ms, in the "
+                  f"networks {r['networks_ms']:6.1f} ms; vs torch: one photo "
+                  f"{torch_row['one_photo_p50_ms'] / r['one_photo_p50_ms']:.2f}x, networks "
+                  f"{torch_row['networks_ms'] / r['networks_ms']:.2f}x")  # fmt: skip
+        return
     for row in rows:
         row["same_top10_as_torch"] = float(
             np.mean(

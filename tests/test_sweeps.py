@@ -9,7 +9,10 @@ test_sweep_runner.py and test_sweep_space.py.
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
+from contextlib import closing
+from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 import pytest
@@ -100,6 +103,22 @@ def test_optuna_dashboard_reads_the_storage(three_trials, workspace):
     assert b'"three"' in body
 
 
+def _epochs_reported(db: Path, study: str, trial: int) -> int:
+    """Epochs trial ``trial`` of ``study`` has reported so far (0 before the tables exist)."""
+    with closing(sqlite3.connect(db)) as connection:
+        try:
+            (count,) = connection.execute(
+                "SELECT COUNT(*) FROM trial_intermediate_values v "
+                "JOIN trials t ON v.trial_id = t.trial_id "
+                "JOIN studies s ON t.study_id = s.study_id "
+                "WHERE s.study_name = ? AND t.number = ?",
+                (study, trial),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0
+    return int(count)
+
+
 def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, overrides, tmp_path):
     args = [*_args(workspace, overrides, "resume", "hydra/sweeper=shoplens_optuna", LR)]
     # Ten full epochs a trial (several seconds; no early stopping, which ended trials after
@@ -110,16 +129,16 @@ def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, override
     log = tmp_path / "first.log"
     worker, storage = start_sweep(args, log), sqlite_url(workspace)
     deadline = time.monotonic() + 120
-    # Hydra logs "#1 : <overrides>" as it launches trial 1 (the trial already exists in the
-    # study): the log file is cheap to watch, where polling the study took longer than a trial
-    # inside the full suite.
+    # Interrupt once trial 1 has reported its first epoch: it is then surely training, with
+    # nine epochs to go. (Watching the log for Hydra's "#1" line and sleeping a little was a
+    # race a fast run lost: trial 1 ended before the signal.) The study's SQLite file is read
+    # directly, which is cheap; optuna.load_study each poll was not.
     while time.monotonic() < deadline and worker.poll() is None:
-        if log.is_file() and "\t#1 : " in log.read_text(errors="replace"):
-            time.sleep(0.5)  # into trial 1's training: interrupt it like Ctrl-C would
+        if _epochs_reported(workspace / "optuna.db", "resume", 1):
             break
-        time.sleep(0.1)
+        time.sleep(0.2)
     worker.send_signal(signal.SIGINT)
-    assert worker.wait(timeout=60) != 0
+    assert worker.wait(timeout=60) != 0, log.read_text(errors="replace")[-3000:]
     study = load("resume", storage)
     assert states(study) == ["COMPLETE", "FAIL", "WAITING"]
     assert study.trials[1].user_attrs["shoplens.interrupted"]

@@ -105,7 +105,9 @@ def test_optuna_dashboard_reads_the_storage(three_trials, workspace):
 
 def _epochs_reported(db: Path, study: str, trial: int) -> int:
     """Epochs trial ``trial`` of ``study`` has reported so far (0 before the tables exist)."""
-    with closing(sqlite3.connect(db)) as connection:
+    # A short busy timeout: a read blocked behind the sweep's writes returns 0 and is retried,
+    # instead of waiting seconds while the trial trains on.
+    with closing(sqlite3.connect(db, timeout=0.05)) as connection:
         try:
             (count,) = connection.execute(
                 "SELECT COUNT(*) FROM trial_intermediate_values v "
@@ -121,11 +123,10 @@ def _epochs_reported(db: Path, study: str, trial: int) -> int:
 
 def test_interrupted_sweep_resumes_with_the_remaining_trials(workspace, overrides, tmp_path):
     args = [*_args(workspace, overrides, "resume", "hydra/sweeper=shoplens_optuna", LR)]
-    # Ten full epochs a trial (several seconds; no early stopping, which ended trials after
-    # 4-5 epochs): the interrupt must land while trial 1 trains, not after it ended, and one
-    # poll of the study (a new SQLite storage each time) takes a while. With 2-3 s trials the
-    # interrupt came too late on fast runs.
-    args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=10", "callbacks.early_stopping=null"]
+    # Thirty full epochs a trial (no early stopping, which ended trials after 4-5 epochs): the
+    # interrupt must land while trial 1 trains, not after it ended. Ten epochs of the tiny
+    # catalog took about a second on CI's machine: too little room for the poll below.
+    args += ["hydra.sweeper.n_trials=2", "trainer.max_epochs=30", "callbacks.early_stopping=null"]
     log = tmp_path / "first.log"
     worker, storage = start_sweep(args, log), sqlite_url(workspace)
     deadline = time.monotonic() + 120

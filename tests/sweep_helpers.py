@@ -12,6 +12,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,8 +56,16 @@ def start_sweep(args: list[str], log: Path, threads: int | None = None) -> subpr
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
     with log.open("w") as out:
         return subprocess.Popen(
-            args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, env=env
-        )
+            args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,
+            preexec_fn=_interruptible,
+        )  # fmt: skip
+
+
+def _interruptible() -> None:
+    """Ctrl-C works in the worker even where the suite runs as a background job of a
+    non-interactive shell, which starts with SIGINT ignored (Python then installs no
+    KeyboardInterrupt handler): the tests interrupt workers on purpose."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def load(study: str, storage: str) -> optuna.Study:

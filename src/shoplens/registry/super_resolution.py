@@ -2,8 +2,9 @@
 
 Its numbers come from the train_super_resolution stage's test split (held-out catalog photos
 shrunk once by held-out code, :mod:`shoplens.evaluation.small_crops`): PSNR and SSIM of the
-network and of bicubic upscaling on the same inputs. A version that does not beat bicubic by ``min_gain_db`` never serves (the query
-pipeline leaves it out too, :func:`shoplens.pipeline.query_setup.load_super_resolver`); one
+network and of bicubic upscaling on the same inputs. A version that does not beat bicubic by
+``min_gain_db`` never serves (the query pipeline leaves it out too,
+:func:`shoplens.pipeline.query_setup.load_super_resolver`); one
 that does replaces the champion when its gain beats the champion's by more than
 ``margin_db``. The query pipeline model carries a copy of the network it was evaluated with,
 tagged with this checkpoint's sha256.

@@ -328,7 +328,7 @@ def test_the_localizer_gate_never_compares_mask_ious_measured_differently(locali
     client.delete_model_version_tag(name, str(old), IOU_TAG)  # as a version from before
     client.set_model_version_tag(name, str(old), "photos.mask_iou", "0.40")
     _, decision = register("b" * 64, 0.90, 0.60)  # a far better IoU, the same box AP
-    assert not decision.promote and "compared on box AP@0.5" in decision.reason
+    assert not decision.promote and "no comparable mask IoU" in decision.reason
     newer, decision = register("c" * 64, 0.45, 0.70)
     assert decision.promote, decision.reason
     tags = client.get_model_version(name, str(newer)).tags

@@ -75,6 +75,23 @@ def test_gate_counts_small_photos_only_where_both_versions_have_them():
     assert not decide(tied, unmeasured, 0.005, tolerance=0.02).promote
 
 
+def test_gate_never_compares_a_number_the_champion_lacks():
+    """A champion measured differently (``None``: e.g. a mask IoU from another pipeline, a
+    PSNR gain on another degradation) is judged on the numbers both have; with none in common,
+    a challenger that passed its own bar replaces it, and the reason says why each time."""
+    names = ("mask IoU", "box AP@0.5")
+    old = Standing(1, None, "d", photo=0.60)
+    same_ap = decide(Standing(2, 0.90, "d", photo=0.60), old, 0.005, names)
+    assert not same_ap.promote and "the champion has no comparable mask IoU" in same_ap.reason
+    better_ap = decide(Standing(3, 0.10, "d", photo=0.70), old, 0.005, names)
+    assert better_ap.promote and "box AP@0.5 +0.1000 beats the margin" in better_ap.reason
+    bare = Standing(1, None, "d")
+    nothing = decide(Standing(4, 1.5, "d"), bare, 0.1, ("PSNR gain",))
+    assert nothing.promote and "nothing to compare" in nothing.reason
+    refused = decide(Standing(5, 0.2, "d"), bare, 0.1, ("PSNR gain",), refused="too weak")
+    assert not refused.promote
+
+
 # -- the stage against a real SQLite registry ------------------------------------------------
 @pytest.fixture(scope="module")
 def stage(trained) -> list[str]:

@@ -181,6 +181,14 @@ def test_a_resolver_that_does_not_beat_bicubic_enough_never_serves(upscaling, wo
     assert float(tags["test.heldout_psnr_gain_db"]) == pytest.approx(
         info["clean_psnr_gain_db"], abs=1e-4
     )
+    # A champion from before the held-out measurement: nothing comparable, the bar decides.
+    for tag in ("test.heldout_psnr_gain_db", "test.heldout_ssim"):
+        client.delete_model_version_tag("sr-gate-test", str(version), tag)
+    newer, decision = register_super_resolver(
+        client, "sr-gate-test", network, "b" * 64, info, result["mlflow_run_id"], -99.0, 0.05
+    )
+    assert newer != version and decision.promote, decision.reason
+    assert "the champion has no comparable PSNR gain over bicubic (dB)" in decision.reason
 
 
 def test_only_small_crops_are_super_resolved_in_the_pipeline_and_onnx_agrees(upscaling, tmp_path):

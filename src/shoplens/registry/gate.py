@@ -10,6 +10,12 @@ that a difference of a few queries is noise, a tie never churns the alias, and a
 for shoppers' photos may cost a little on catalog shots (the registry says how much). A
 champion registered before the photo benchmark existed has no photo number; a challenger that
 has one replaces it unless it loses more than ``tolerance`` on catalog shots.
+
+Any other number the champion lacks (``None``: never measured, or measured in a way that is
+not comparable with today's, e.g. on another benchmark) is *not compared*: it neither wins nor
+loses, the reason says so, and the numbers both have decide. Where none is comparable, the
+challenger (which passed its own bar) replaces the champion: every registry (query pipeline,
+localizer, super-resolver) states its champion this way instead of special-casing it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ class Standing:
     """A model version's test numbers, and where they come from."""
 
     version: int
-    recall: float  # test Recall@1, catalog shots
+    recall: float | None  # test Recall@1, catalog shots (the primary number; None: see above)
     data_version: str
     note: str = ""  # e.g. that the champion was re-measured on this test set
     photo: float | None = None  # shopper-photo category@1 of its query pipeline
@@ -49,7 +55,8 @@ NAMES = ("recall@1", "photo category@1", "small-photo category@1")
 def _describe(s: Standing, names: tuple[str, ...]) -> str:
     photo = f", {names[1]} {s.photo:.4f}" if s.photo is not None else ""
     small = f", {names[2]} {s.small:.4f}" if s.small is not None and len(names) > 2 else ""
-    return f"test {names[0]} {s.recall:.4f}{photo}{small}"
+    primary = f"{s.recall:.4f}" if s.recall is not None else "not comparable"
+    return f"test {names[0]} {primary}{photo}{small}"
 
 
 def _gain(name: str, gain: float, margin: float) -> str:
@@ -92,27 +99,31 @@ def decide(
         )
     note = f" {champion.note}" if champion.note else ""
     versus = f"v{v} {mine} vs champion v{champion.version} {_describe(champion, names)}"
-    recall = round(candidate.recall - champion.recall, 9)
-    verdicts = [_gain(names[0], recall, margin)]
-    wins, holds = recall - margin > EPS, recall >= -tolerance - EPS
-    if candidate.photo is not None and champion.photo is None:
-        verdicts.append(f"the champion has no {names[1]}")
-        photo_wins, photo_holds = True, True
-    elif candidate.photo is not None and champion.photo is not None:
-        photo = round(candidate.photo - champion.photo, 9)
-        verdicts.append(_gain(names[1], photo, margin))
-        photo_wins, photo_holds = photo - margin > EPS, photo >= -tolerance - EPS
-    else:
-        photo_wins, photo_holds = False, True
-    # The small-photo benchmark counts only where both have it (never a win by absence).
-    small_wins, small_holds = False, True
-    if candidate.small is not None and champion.small is not None and len(names) > 2:
-        small = round(candidate.small - champion.small, 9)
-        verdicts.append(_gain(names[2], small, margin))
-        small_wins, small_holds = small - margin > EPS, small >= -tolerance - EPS
+    # (name, candidate's, champion's, whether the champion lacking it is the candidate's win)
+    numbers = [(names[0], candidate.recall, champion.recall, False)]
+    if len(names) > 1:  # a champion from before the photo benchmark: measuring photos wins
+        numbers.append((names[1], candidate.photo, champion.photo, True))
+    if len(names) > 2:  # the small-photo benchmark counts only where both have it
+        numbers.append((names[2], candidate.small, champion.small, False))
+    verdicts, wins, holds, compared = [], False, True, False
+    for name, mine_value, theirs, absence_wins in numbers:
+        if mine_value is None:
+            continue
+        if theirs is None:
+            verdicts.append(f"the champion has no {'' if absence_wins else 'comparable '}{name}")
+            wins |= absence_wins
+            continue
+        gain = round(mine_value - theirs, 9)
+        verdicts.append(_gain(name, gain, margin))
+        wins |= gain - margin > EPS
+        holds &= gain >= -tolerance - EPS
+        compared = True
+    if not compared and not wins:
+        verdicts.append("nothing to compare")
+        wins = True
     verdict = "; ".join(verdicts)
-    if (wins or photo_wins or small_wins) and holds and photo_holds and small_holds:
+    if wins and holds:
         return Decision(True, f"{versus}: {verdict}; v{v} becomes champion{note}")
-    if wins or photo_wins or small_wins:
+    if wins:
         verdict += f"; another loses more than the tolerance {tolerance:g}"
     return Decision(False, f"{versus}: {verdict}; champion stays, v{v} is challenger{note}")

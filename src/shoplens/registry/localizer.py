@@ -22,6 +22,7 @@ from shoplens.registry.versions import (
     aliases,
     apply_decision,
     register_network,
+    tag_number,
 )
 
 log = logging.getLogger(__name__)
@@ -56,21 +57,16 @@ def register_localizer(
         version, localization["mask_iou"], data_version, photo=localization["box_ap@0.5"]
     )
     current = aliases(client, name)
-    champion, names = None, NAMES
+    champion = None
     if (held := current.get("champion")) is not None:
         t = client.get_model_version(name, str(held)).tags
         note = ""
         if t.get(DATA_TAG) != data_version:
             note = f"(champion v{held} was measured on data version {t.get(DATA_TAG)})"
-        champion = Standing(held, float(t.get(IOU_TAG, "nan")), t.get(DATA_TAG, ""), note,
-                            float(t[AP_TAG]) if AP_TAG in t else None)  # fmt: skip
-        if IOU_TAG not in t and AP_TAG in t and held != version:
-            # No comparable mask IoU: box AP@0.5 alone decides (its definition never changed).
-            candidate = Standing(version, localization["box_ap@0.5"], data_version)
-            note = f"(champion v{held} has no pipeline mask IoU: compared on box AP@0.5) {note}"
-            champion = Standing(held, float(t[AP_TAG]), t.get(DATA_TAG, ""), note.strip())
-            names = ("box AP@0.5",)
-    decision = decide(candidate, champion, margin, names)
+        # A version from before the pipeline's mask IoU has none comparable: box AP decides.
+        champion = Standing(held, tag_number(t, IOU_TAG), t.get(DATA_TAG, ""), note,
+                            tag_number(t, AP_TAG))  # fmt: skip
+    decision = decide(candidate, champion, margin, NAMES)
     apply_decision(client, name, version, decision, current)
     log.info("%s v%d: %s", name, version, decision.reason)
     return version, decision

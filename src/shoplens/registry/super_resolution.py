@@ -25,6 +25,7 @@ from shoplens.registry.versions import (
     aliases,
     apply_decision,
     register_network,
+    tag_number,
 )
 
 log = logging.getLogger(__name__)
@@ -79,18 +80,15 @@ def register_super_resolver(
     candidate = Standing(version, float(metrics["clean_psnr_gain_db"]), data,
                          photo=float(metrics["clean_ssim"]))  # fmt: skip
     current = aliases(client, name)
-    champion, refused = None, too_weak(metrics, min_gain_db)
+    champion = None
     if (held := current.get("champion")) is not None:
         t = client.get_model_version(name, str(held)).tags
-        champion = Standing(held, float(t.get(GAIN_TAG, "nan")), t.get(DATA_TAG, ""),
-                            photo=float(t[SSIM_TAG]) if SSIM_TAG in t else None)  # fmt: skip
-    if champion is not None and GAIN_TAG not in t and held != version and not refused:
-        decision = Decision(True, f"champion v{held} was measured on its training degradation "
-                                  f"only, not comparable; v{version} passes the held-out bar "
-                                  f"({candidate.recall:+.2f} dB): v{version} becomes champion")  # fmt: skip
-    else:
-        decision = decide(candidate, champion, margin_db, NAMES, tolerance=margin_db,
-                          refused=refused)  # fmt: skip
+        # A version from before the held-out measurement has no comparable numbers: the gate
+        # then promotes a challenger that passes the held-out bar.
+        champion = Standing(held, tag_number(t, GAIN_TAG), t.get(DATA_TAG, ""),
+                            photo=tag_number(t, SSIM_TAG))  # fmt: skip
+    decision = decide(candidate, champion, margin_db, NAMES, tolerance=margin_db,
+                      refused=too_weak(metrics, min_gain_db))  # fmt: skip
     apply_decision(client, name, version, decision, current)
     log.info("%s v%d: %s", name, version, decision.reason)
     return version, decision

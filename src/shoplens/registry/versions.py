@@ -146,6 +146,12 @@ def apply_decision(
     client.set_model_version_tag(name, str(version), "shoplens.gate.reason", decision.reason)
 
 
+def tag_number(tags: dict[str, str], key: str) -> float | None:
+    """A number a version was tagged with; None where it has none (the gate does not compare
+    a number one side lacks)."""
+    return float(tags[key]) if key in tags else None
+
+
 def champion_standing(
     client: MlflowClient,
     name: str,
@@ -158,9 +164,9 @@ def champion_standing(
     (its small-photo number also when it was registered without one)."""
     tags = client.get_model_version(name, str(version)).tags
     recorded, measured_on = float(tags.get(RECALL_TAG, "nan")), tags.get(DATA_TAG, "unknown")
-    photo = float(tags[PHOTO_TAG]) if PHOTO_TAG in tags else None
+    photo = tag_number(tags, PHOTO_TAG)
     if measured_on == data_version:
-        small = float(tags[SMALL_TAG]) if SMALL_TAG in tags else None
+        small = tag_number(tags, SMALL_TAG)
         if small is None and photos_dir is not None:
             small = _remeasure_small(f"models:/{name}/{version}", catalog_dir, photos_dir)
         return Standing(version, recorded, measured_on, photo=photo, small=small)

@@ -195,6 +195,12 @@ def test_small_photos_draw_the_product_at_the_asked_fraction_of_its_catalog_reso
     for record in table.itertuples():  # a JPEG upload of the frame's size
         photo = Image.open(tmp_path / "photos" / f"{record.photo}.jpg")
         assert photo.format == "JPEG" and photo.size == (record.width, record.height)
+        # and the product's true mask, whose bounds are the recorded box (the ceiling's crop)
+        mask = np.asarray(Image.open(tmp_path / "masks" / f"{record.photo}.png"))
+        assert mask.shape == (record.height, record.width) and set(np.unique(mask)) == {0, 1}
+        ys, xs = np.nonzero(mask)
+        box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        assert box == (record.x0, record.y0, record.x1, record.y1)
     again = make_small_photos(*_small_photo_inputs(), tmp_path / "again", settings)
     pd.testing.assert_frame_equal(table, again)
     with pytest.raises(ValueError, match="resolution"):

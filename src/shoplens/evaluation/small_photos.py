@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from shoplens.evaluation.shopper_photos import (
+    MASKS_DIR,
     PHOTOS_DIR,
     Cutout,
     cut_out,
@@ -68,11 +70,14 @@ def make_small_photos(
 ) -> pd.DataFrame:
     """Photograph ``products`` (rows with ``cache_index`` into ``images``/``masks``, and the
     longer side of each product's catalog image in ``native_sides``, same order) small onto
-    ``backgrounds`` (evaluation only); JPEGs in ``out_dir/photos``, the table returned."""
+    ``backgrounds`` (evaluation only); JPEGs in ``out_dir/photos``, each product's mask in
+    ``out_dir/masks`` (what a perfect localizer would cut: the benchmark's ceiling), the table
+    returned."""
     if products.empty or not backgrounds:
         raise ValueError("no products or no evaluation backgrounds to photograph")
     out = Path(out_dir)
     (out / PHOTOS_DIR).mkdir(parents=True, exist_ok=True)
+    (out / MASKS_DIR).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(settings.seed)
     names, rows = sorted(backgrounds), []
     order = rng.permutation(len(products))
@@ -103,6 +108,7 @@ def make_small_photos(
         (out / PHOTOS_DIR / f"{name}.jpg").write_bytes(
             photograph(scene, rng, settings.jpeg_quality)
         )
+        Image.fromarray(mask).save(out / MASKS_DIR / f"{name}.png")
         rows.append({
             "photo": name, "kind": kind, "product_id": str(product["product_id"]),
             "category": str(product["category"]), "background": bg,

@@ -56,7 +56,7 @@ from shoplens.evaluation.photo_benchmark import (
 )
 from shoplens.evaluation.photo_plots import save_search_gallery
 from shoplens.evaluation.report import Comparison, compare, mlflow_metrics
-from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
+from shoplens.evaluation.shopper_photos import MASKS_DIR, read_benchmark, read_photo
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
 from shoplens.models import Embedder, build_embedder
@@ -247,8 +247,9 @@ def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path)
 
 def _small_photos(cfg, test: pd.DataFrame, tuned: QueryPipeline, gallery: Embedded) -> dict:
     """The small-photo benchmark against the whole test split, through the query pipeline
-    with its super-resolver and, when it has one, without: what super-resolution buys ({}
-    when the shopper_photos stage made no small photos)."""
+    with its super-resolver and, when it has one, without: what super-resolution buys; and
+    the same from the true product mask instead of the localizer's: how much of what is lost
+    is localization ({} when the shopper_photos stage made no small photos)."""
     directory = Path(cfg.paths.shopper_photos_dir) / SMALL_DIR
     if not (directory / SMALL_TABLE).is_file():
         return {}
@@ -258,11 +259,15 @@ def _small_photos(cfg, test: pd.DataFrame, tuned: QueryPipeline, gallery: Embedd
     if tuned.upscaler is not None:
         plain = tuned.with_spec(tuned.spec.with_options(super_resolve=False))
         variants.append(Variant("pipeline_no_sr", plain, mode))
+    if (directory / MASKS_DIR).is_dir():  # the ceiling: the crop a perfect localizer would make
+        variants.append(Variant("oracle_mask", tuned, "oracle_mask"))
+        if tuned.upscaler is not None:
+            variants.append(Variant("oracle_mask_no_sr", plain, "oracle_mask"))
     products, cats = test["product_id"].astype(str).tolist(), test["category"].tolist()
     metrics = {}
     for variant in variants:
         found = answer(variant, table, directory)
-        if mode == "localize":
+        if variant.mode == "localize":
             found = found.closer_of_whole_and_crop(gallery.embeddings)
         metrics[variant.name] = search_metrics(found.embeddings, gallery.embeddings, table,
                                                cats, products)  # fmt: skip

@@ -60,7 +60,8 @@ MLflow pyfunc; runtime {evaluated.get("runtime", "torch")} by default.
 {buckets}
 
 - small photos (products at 40-70% of catalog resolution): {small_line or "not measured"}
-  (pipeline_no_sr: the same pipeline with super-resolution off)
+  (pipeline_no_sr: the same pipeline with super-resolution off; oracle_mask: the true
+  product mask instead of the localizer's, what a perfect localizer would reach)
 
 ## Known limits
 - no confident match: threshold {_fmt(no_match.get("match_threshold"))} on the test gallery keeps {_fmt(no_match.get("in_catalog_recall"))} of in-catalog photos and lets {_fmt(no_match.get("false_match_rate"))} of out-of-catalog photos through (AUROC {_fmt(no_match.get("auroc"))}); the index stage sets the served threshold on its own gallery.

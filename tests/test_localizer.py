@@ -35,6 +35,8 @@ LOCALIZER = (
     # The mechanism, not robustness: plain scenes train a tiny localizer in seconds.
     "localizer.scenes.decoys=[1.0]",
     "localizer.scenes.background_jitter=0.0",
+    "localizer.scenes.scale=[0.15,0.95]",  # a 64-px input has no room for 5% products
+    "localizer.scenes.scale_draw=uniform",
 )
 
 
@@ -187,6 +189,24 @@ def test_hostile_photos_are_an_error_or_a_flagged_fallback(localized):
     real = QueryPipeline(spec, _embed, localizer)
     wide = real.query(jpeg(np.full((20, 900, 3), 128, np.uint8)))  # extreme aspect ratio
     assert wide.embeddings.shape == (1, 4) and np.isfinite(wide.embeddings).all()
+
+
+def test_scene_scales_drawn_log_uniformly_put_as_many_small_products_as_large():
+    """Shoppers' products span 5-95% of a photo's side; a detector's scales are ratios, so the
+    default draws each octave as often (a distractor at 6% as often as a product at 60%)."""
+    from shoplens.data.copy_paste import SceneSettings
+
+    g = torch.Generator().manual_seed(0)
+    log = SceneSettings(scale=(0.05, 0.8), scale_draw="log")  # four octaves
+    draws = np.array([log.draw_scale(g) for _ in range(4000)])
+    assert draws.min() >= 0.05 and draws.max() <= 0.8
+    assert abs(np.mean(draws < 0.1) - 0.25) < 0.03 and abs(np.mean(draws >= 0.4) - 0.25) < 0.03
+    even = SceneSettings(scale=(0.05, 0.8))
+    assert np.mean([even.draw_scale(g) < 0.1 for _ in range(4000)]) < 0.1  # 0.067 expected
+    with pytest.raises(ValueError, match="scale_draw"):
+        SceneSettings(scale_draw="logarithmic")
+    with pytest.raises(ValueError, match="scale"):
+        SceneSettings(scale=(0.0, 0.5))
 
 
 def test_localizer_spec_round_trips_through_json():

@@ -28,7 +28,11 @@ class SceneSettings:
     """``localizer.scenes`` in the config: what a training scene looks like."""
 
     products: tuple[float, ...] = (0.1, 0.5, 0.25, 0.15)  # P(0, 1, 2, 3 products)
-    scale: tuple[float, float] = (0.15, 0.95)  # product's longer side / scene's longer side
+    scale: tuple[float, float] = (0.05, 0.95)  # product's longer side / scene's longer side
+    # "log": scales drawn log-uniformly, as many products between 5% and 10% of the side as
+    # between 50% and 100% (a detector's scales are ratios; conf/localizer says what it
+    # measured); "uniform": evenly in the range.
+    scale_draw: str = "log"
     rotation: float = 30.0
     dye_p: float = 0.7  # colour a product with a random dye (catalog shots may be grey)
     wide_p: float = 0.5  # a non-square scene, letterboxed as the query pipeline does
@@ -41,6 +45,22 @@ class SceneSettings:
     background_jitter: float = 0.3  # hue / saturation / grey changes of the photograph
     light_p: float = 0.5  # light falling off across the scene and towards its corners
     noise_p: float = 0.3  # sensor noise
+
+    def __post_init__(self) -> None:
+        low, high = self.scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"scenes.scale must be within (0, 1], got {self.scale}")
+        if self.scale_draw not in ("uniform", "log"):
+            raise ValueError(
+                f"scenes.scale_draw must be 'uniform' or 'log', got {self.scale_draw!r}"
+            )
+
+    def draw_scale(self, g: torch.Generator | None) -> float:
+        """A product's (or decoy's) longer side as a share of the scene's."""
+        low, high = self.scale
+        if self.scale_draw == "log":
+            return math.exp(uniform(g, math.log(low), math.log(high)))
+        return uniform(g, low, high)
 
 
 class Backgrounds:
@@ -192,13 +212,13 @@ def compose_scene(products, backgrounds: Backgrounds, side: int, settings: Scene
     mask = torch.zeros(1, h, w)
     ignored = torch.zeros(1, h, w)
     for _ in range(int(torch.multinomial(torch.tensor(settings.decoys), 1, generator=g))):
-        longer = max(3, round(max(h, w) * uniform(g, *settings.scale)))
+        longer = max(3, round(max(h, w) * settings.draw_scale(g)))
         rgb, alpha = decoy(backgrounds, longer, g)
         paste(scene, ignored, rgb, alpha, g)
     counts = torch.tensor(settings.products, dtype=torch.float)
     for _ in range(int(torch.multinomial(counts, 1, generator=g))):
         rgb, alpha = products(g)
-        longer = max(3, round(max(h, w) * uniform(g, *settings.scale)))
+        longer = max(3, round(max(h, w) * settings.draw_scale(g)))
         rgb, alpha = transform_product(rgb, alpha, longer, settings, g)
         paste(scene, mask, rgb, alpha, g)
     scene = camera(scene, settings, g)

@@ -83,6 +83,7 @@ def _overrides(tmp: Path, *extra: str) -> list[str]:
         "preprocess.near_duplicate_distance=0",
         "backbone.name=test_efficientnet",
         "backbone.pretrained=false",
+        "freeze=full",  # a random-weight test backbone: no ImageNet stages to keep
         "model.embedding_dim=16",
         "trainer.enable_progress_bar=false",
         f"tracking.uri=sqlite:///{tmp / 'mlflow.db'}",

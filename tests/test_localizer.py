@@ -201,7 +201,7 @@ def test_scene_scales_drawn_log_uniformly_put_as_many_small_products_as_large():
     draws = np.array([log.draw_scale(g) for _ in range(4000)])
     assert draws.min() >= 0.05 and draws.max() <= 0.8
     assert abs(np.mean(draws < 0.1) - 0.25) < 0.03 and abs(np.mean(draws >= 0.4) - 0.25) < 0.03
-    even = SceneSettings(scale=(0.05, 0.8))
+    even = SceneSettings(scale=(0.05, 0.8), scale_draw="uniform")
     assert np.mean([even.draw_scale(g) < 0.1 for _ in range(4000)]) < 0.1  # 0.067 expected
     with pytest.raises(ValueError, match="scale_draw"):
         SceneSettings(scale_draw="logarithmic")

@@ -16,7 +16,7 @@ from shoplens.config import compose_config
 from shoplens.pipeline import evaluate, register
 from shoplens.registry.champion import load_champion
 from shoplens.registry.gate import Standing, decide
-from shoplens.registry.versions import DATA_TAG
+from shoplens.registry.versions import DATA_TAG, PHOTO_TAG, champion_standing
 from shoplens.tracking.runs import checkpoint_sha256
 from shoplens.training.module import EmbedderModule
 
@@ -90,6 +90,21 @@ def test_gate_never_compares_a_number_the_champion_lacks():
     assert nothing.promote and "nothing to compare" in nothing.reason
     refused = decide(Standing(5, 0.2, "d"), bare, 0.1, ("PSNR gain",), refused="too weak")
     assert not refused.promote
+
+
+def test_a_champion_without_a_recall_tag_is_judged_on_what_it_has(tmp_path):
+    """A version registered without a test Recall@1 (a hand-registered or older version)
+    stands with no recall, not NaN: NaN compares false both ways, so a better challenger
+    could never replace it, and it would reach registry.json as invalid JSON."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("hand-made")
+    client.create_model_version(
+        "hand-made", str(tmp_path), tags={DATA_TAG: "dvc:cat", PHOTO_TAG: "0.70"}
+    )
+    standing = champion_standing(client, "hand-made", 1, "dvc:cat", tmp_path)
+    assert standing.recall is None and standing.photo == pytest.approx(0.70)
+    better_photos = decide(Standing(2, 0.5, "dvc:cat", photo=0.80), standing, 0.005)
+    assert better_photos.promote and "no comparable" in better_photos.reason
 
 
 # -- the stage against a real SQLite registry ------------------------------------------------

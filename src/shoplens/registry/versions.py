@@ -163,7 +163,7 @@ def champion_standing(
     """The champion's test numbers, re-measured when its data version is not ``data_version``
     (its small-photo number also when it was registered without one)."""
     tags = client.get_model_version(name, str(version)).tags
-    recorded, measured_on = float(tags.get(RECALL_TAG, "nan")), tags.get(DATA_TAG, "unknown")
+    recorded, measured_on = tag_number(tags, RECALL_TAG), tags.get(DATA_TAG, "unknown")
     photo = tag_number(tags, PHOTO_TAG)
     if measured_on == data_version:
         small = tag_number(tags, SMALL_TAG)

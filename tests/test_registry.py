@@ -14,6 +14,7 @@ import torch
 
 from shoplens.config import compose_config
 from shoplens.pipeline import evaluate, register
+from shoplens.registry import versions
 from shoplens.registry.champion import load_champion
 from shoplens.registry.gate import Standing, decide
 from shoplens.registry.versions import DATA_TAG, PHOTO_TAG, champion_standing
@@ -105,6 +106,19 @@ def test_a_champion_without_a_recall_tag_is_judged_on_what_it_has(tmp_path):
     assert standing.recall is None and standing.photo == pytest.approx(0.70)
     better_photos = decide(Standing(2, 0.5, "dvc:cat", photo=0.80), standing, 0.005)
     assert better_photos.promote and "no comparable" in better_photos.reason
+
+
+def test_a_champion_without_a_recall_tag_is_re_measured_on_new_data(tmp_path, monkeypatch):
+    """On another data version the champion is re-measured; the note says it had no recorded
+    recall instead of failing to format one."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_registered_model("hand-made")
+    client.create_model_version("hand-made", str(tmp_path), tags={DATA_TAG: "dvc:old"})
+    monkeypatch.setattr(versions, "remeasure", lambda *_: (0.81, 0.62))
+    monkeypatch.setattr(versions, "_remeasure_small", lambda *_: None)
+    standing = champion_standing(client, "hand-made", 1, "dvc:new", tmp_path)
+    assert standing.recall == pytest.approx(0.81) and standing.photo == pytest.approx(0.62)
+    assert "recall@1 0.8100, none recorded" in standing.note
 
 
 # -- the stage against a real SQLite registry ------------------------------------------------

@@ -180,10 +180,11 @@ def champion_standing(
         )
         return Standing(version, recorded, measured_on, note, photo)
     small = _remeasure_small(f"models:/{name}/{version}", catalog_dir, photos_dir)
+    was = f"recorded {recorded:.4f}" if recorded is not None else "none recorded"
     note = (
         f"(Champion v{version} was measured on data version {measured_on}, this model on "
         f"{data_version}: champion re-measured on this test set, recall@1 {recall:.4f}, "
-        f"recorded {recorded:.4f}.)"
+        f"{was}.)"
     )
     return Standing(version, recall, data_version, note, photo, small)
 

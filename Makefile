@@ -6,6 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.shoplens-installed
 FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+OPENCV_SAMPLES_DIR := /usr/share/doc/opencv-doc/examples/data
 
 .PHONY: demo test test-fast lint data params clean-venv help
 
@@ -37,6 +38,17 @@ data:
 		echo "Download the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist"; \
 		echo "into a folder and run: $(BIN)/dvc exp run -S data.root=/that/folder"; \
 		exit 1; \
+	fi
+	@# Training-only background photographs (data.train_only_backgrounds=opencv): OpenCV's sample
+	@# photographs in Debian's opencv-doc. Optional: without them training scenes use the pool's
+	@# 15 training photographs only, and the pipeline says so.
+	@if [ -d $(OPENCV_SAMPLES_DIR) ]; then \
+		echo "OpenCV sample photographs found in $(OPENCV_SAMPLES_DIR)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null || \
+		echo "opencv-doc unavailable: training scenes use the packaged pool only"; \
+	else \
+		echo "opencv-doc is not installed (sudo apt-get install opencv-doc adds training backgrounds)"; \
 	fi
 
 demo: $(STAMP) data

@@ -94,6 +94,27 @@ def test_pool_is_split_by_photograph_and_copies_stay_together(tmp_path):
     assert set(train) | set(held) == set(table["name"]) and not set(train) & set(held)
 
 
+def test_training_only_photographs_join_train_without_moving_the_split(tmp_path):
+    src, extra = tmp_path / "photos", tmp_path / "extra"
+    photos = {f"p{i}": save(pattern(i, (200, 150)), src / f"p{i}.png") for i in range(10)}
+    settings = PoolSettings(eval_fraction=0.3)
+    alone, _ = build_pool(photos, tmp_path / "alone", settings, seed=1)
+    held = alone.loc[alone["split"] == EVAL, "name"].iloc[0]
+    extras = {f"x{i}": save(pattern(50 + i, (180, 160)), extra / f"x{i}.png") for i in range(4)}
+    extras["x_copy"] = save(near_copy(Image.open(photos[held])), extra / "x_copy.jpg")
+    table, refused = build_pool(photos, tmp_path / "pool", settings, seed=1, train_only=extras)
+    pool = table[~table["train_only"]]
+    assert list(pool["name"]) == list(alone["name"])
+    assert list(pool["split"]) == list(alone["split"])  # the evaluation side did not move
+    added = table[table["train_only"]]
+    assert sorted(added["name"]) == ["x0", "x1", "x2", "x3"] and set(added["split"]) == {TRAIN}
+    assert refused.set_index("name").loc["x_copy", "reason"] == (
+        f"looks like evaluation photograph {held!r}"
+    )
+    assert set(read_pool(tmp_path / "pool", TRAIN)) >= {"x0", "x1", "x2", "x3"}
+    assert "x_copy" not in read_pool(tmp_path / "pool", TRAIN) | read_pool(tmp_path / "pool", EVAL)
+
+
 @pytest.fixture(scope="module")
 def benchmark(workspace, overrides):
     cfg = compose_config(overrides(workspace))

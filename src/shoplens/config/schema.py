@@ -50,6 +50,7 @@ class DataConfig:
     root: str | None = MISSING  # the IDX files' folder, the image root or the manifest's base
     manifest: str | None = MISSING  # manifest source: CSV/Parquet with path, product_id, category
     backgrounds: str | None = MISSING  # folder of real photographs (null: the packaged pool)
+    train_only_backgrounds: str | None = MISSING  # `opencv`, a folder, or null: training only
     per_class: int | None = MISSING  # fashion_mnist: images per category (null: all 7,000)
     image_size: int = MISSING  # side the embedder sees in training and evaluation
     batch_size: int = MISSING

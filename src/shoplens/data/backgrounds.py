@@ -10,6 +10,12 @@ Nothing that reads ``train`` can reach an ``eval`` file: they live in separate f
 Sources: a user's folder of photographs (``data.backgrounds=/path``), else an offline default
 of real photographs that ship inside PyPI wheels shoplens already installs (scikit-image's,
 scikit-learn's and matplotlib's sample photographs; licences in their packages' READMEs).
+
+Training-only photographs (``data.train_only_backgrounds``) widen the training scenes without
+touching the split: they join ``train`` after the pool is split, so the evaluation side stays
+the same photographs, and one that looks like an evaluation photograph is refused. The default,
+``opencv``, is OpenCV's sample photographs from Debian's ``opencv-doc`` (DFSG-free, installed by
+``make demo`` where apt can), skipped with a note where that package is absent.
 """
 
 from __future__ import annotations
@@ -54,6 +60,24 @@ PACKAGED: dict[str, tuple[str, str]] = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 
+# OpenCV's sample photographs (Debian's opencv-doc), for training scenes only. Photographs of
+# scenes and objects; left out: drawings, logos, rendered shapes, calibration boards, text
+# pages, a painting of a face, and the second image of every stereo or sequence pair.
+OPENCV_SAMPLES_DIR = Path("/usr/share/doc/opencv-doc/examples")
+OPENCV_SAMPLES = (
+    *(f"data/{name}" for name in (
+        "aero1.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "board.jpg",
+        "box_in_scene.png", "building.jpg", "butterfly.jpg", "chicky_512.png",
+        "ela_original.jpg", "fruits.jpg", "graf1.png", "home.jpg", "left.jpg", "leuvenA.jpg",
+        "licenseplate_motion.jpg", "messi5.jpg", "orange.jpg", "rubberwhale1.png",
+        "smarties.png", "squirrel_cls.jpg", "starry_night.jpg", "stuff.jpg", "sudoku.png",
+        "text_defocus.jpg",
+    )),
+    "alphamat/input_images/plant.jpg",
+    *(f"hfs/data/00{i}.jpg" for i in range(3)),
+    *(f"text/scenetext0{i}.jpg" for i in range(1, 7)),
+)  # fmt: skip
+
 
 class BackgroundError(ValueError):
     """The background pool cannot be built or read; the message says why."""
@@ -81,6 +105,19 @@ def packaged_photos() -> dict[str, Path]:
     return found
 
 
+def opencv_sample_photos(root: Path = OPENCV_SAMPLES_DIR) -> dict[str, Path]:
+    """name -> file of OpenCV's sample photographs that are installed (none without opencv-doc)."""
+    paths = (root / relative for relative in OPENCV_SAMPLES)
+    return {f"opencv_{p.stem}": p for p in paths if p.is_file()}
+
+
+def train_only_photos(source: str | None) -> dict[str, Path]:
+    """``data.train_only_backgrounds``: ``opencv`` (the packaged samples), a folder, or none."""
+    if not source:
+        return {}
+    return opencv_sample_photos() if source == "opencv" else folder_photos(source)
+
+
 def folder_photos(root: str | Path) -> dict[str, Path]:
     """name -> file of every image under ``root`` (names are relative paths, '/' -> '__')."""
     root = Path(root)
@@ -104,17 +141,25 @@ def split_photos(names: list[str], groups: np.ndarray, fraction: float, seed: in
 
 
 def build_pool(
-    photos: dict[str, Path], out_dir: str | Path, settings: PoolSettings, seed: int
+    photos: dict[str, Path],
+    out_dir: str | Path,
+    settings: PoolSettings,
+    seed: int,
+    train_only: dict[str, Path] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate, shrink and split ``photos`` into ``out_dir/{train,eval}/<name>.png``.
 
-    Returns the pool table (also written to ``backgrounds.csv``) and the refused photographs
-    with the reason (not an image, too small, ...).
+    ``train_only`` photographs go to ``train`` whatever the split, after it (the split of
+    ``photos`` is the same with or without them), unless one looks like an evaluation
+    photograph. Returns the pool table (also written to ``backgrounds.csv``; ``train_only``
+    marks the extras) and the refused photographs with the reason (not an image, too small,
+    a copy of an evaluation photograph, ...).
     """
     out_dir = Path(out_dir)
     limits = ImageLimits(min_size=settings.min_side)
+    train_only = {n: p for n, p in (train_only or {}).items() if n not in photos}
     kept, refused, images = [], [], []
-    for name, path in sorted(photos.items()):
+    for name, path in [*sorted(photos.items()), *sorted(train_only.items())]:
         try:
             data = read_image_bytes(path, limits)
             image = load_rgb(data, limits)
@@ -124,9 +169,11 @@ def build_pool(
         image.thumbnail((settings.max_side, settings.max_side), Image.Resampling.LANCZOS)
         kept.append({"name": name, "source": str(path), "sha256": dedup.content_hash(data)})
         images.append(image)
-    if not kept:
+    table = pd.DataFrame(kept, columns=["name", "source", "sha256"])
+    table["train_only"] = table["name"].isin(list(train_only))
+    pool = ~table["train_only"].to_numpy()
+    if not pool.any():
         raise BackgroundError(f"no usable background photographs among {len(photos)}")
-    table = pd.DataFrame(kept)
     pairs = dedup.near_duplicate_pairs(
         [dedup.perceptual_hash(im) for im in images],
         max_distance=8,
@@ -134,8 +181,26 @@ def build_pool(
     )
     groups = np.arange(len(table))
     for a, b in pairs:  # tiny pools: a plain union by relabelling is enough
-        groups[groups == groups[b]] = groups[a]
-    table["split"] = split_photos(list(table["name"]), groups, settings.eval_fraction, seed)
+        if pool[a] and pool[b]:  # extras never join (nor bridge) the pool's groups
+            groups[groups == groups[b]] = groups[a]
+    sides = np.full(len(table), TRAIN, dtype=object)
+    sides[pool] = split_photos(
+        list(table["name"][pool]), groups[pool], settings.eval_fraction, seed
+    )
+    copies = {  # a training-only photograph that looks like an evaluation one never trains
+        extra: held
+        for a, b in pairs
+        for extra, held in ((a, b), (b, a))
+        if not pool[extra] and pool[held] and sides[held] == EVAL
+    }
+    for i, held in sorted(copies.items()):
+        refused.append({
+            "name": table["name"][i], "path": table["source"][i],
+            "reason": f"looks like evaluation photograph {table['name'][held]!r}",
+        })  # fmt: skip
+    keep = [i for i in range(len(table)) if i not in copies]
+    table["split"] = sides
+    table, images = table.iloc[keep].reset_index(drop=True), [images[i] for i in keep]
     table["width"] = [im.width for im in images]
     table["height"] = [im.height for im in images]
     for split in (TRAIN, EVAL):

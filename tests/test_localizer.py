@@ -244,6 +244,38 @@ def test_a_product_too_small_for_the_first_look_is_found_in_tiles():
     assert not QueryPipeline(spec, _embed, red).query(small).localized
 
 
+def test_tiles_replace_a_small_unsure_product_with_a_surer_one_they_find():
+    """``tile_small_below``: a false positive the first look found (a bluish patch the
+    localizer is unsure of) no longer hides a product too small for that look: in the tiles
+    the product is found, more confident, and searched instead. A patch larger than that
+    share of the photo keeps its place, and with the switch off tiles only follow a miss."""
+
+    def red_sure_blue_unsure(x: torch.Tensor) -> torch.Tensor:
+        red = (x[:, :1] > 0.5) & (x[:, 1:2] < -0.5)
+        blue = (x[:, 2:3] > 0.5) & (x[:, :1] < -0.5)
+        return torch.where(red, 9.0, torch.where(blue, 0.4, -9.0))  # p = 1.0 / 0.6 / 0.0
+
+    embedder = EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=4)
+    localizer = LocalizerSpec(
+        160, (0.5,) * 3, (0.5,) * 3, 0.5, 0.002, 0.0, tile_above=1.0, tile_small_below=0.15
+    )
+
+    def searched(decoy_side: int, loc: LocalizerSpec) -> tuple[int, int, int, int]:
+        photo = np.full((320, 320, 3), 120, np.uint8)
+        photo[250:264, 40:54] = (230, 20, 20)  # 7 px in the first look: under min_area
+        photo[40 : 40 + decoy_side, 200 : 200 + decoy_side] = (20, 20, 230)
+        pipeline = QueryPipeline(QuerySpec(embedder, loc, mask_background=False), _embed,
+                                 red_sure_blue_unsure)  # fmt: skip
+        found = pipeline.query(Image.fromarray(photo))
+        assert found.localized
+        return found.detections[found.searched[0]].box
+
+    x0, y0, x1, y1 = searched(30, localizer)  # 30 px: under 0.15 x 320
+    assert abs(x0 - 40) <= 2 and abs(y0 - 250) <= 2 and abs(x1 - 54) <= 2 and abs(y1 - 264) <= 2
+    assert searched(60, localizer)[:2] == (200, 40)  # a larger find is not second-guessed
+    assert searched(30, replace(localizer, tile_small_below=0.0))[:2] == (200, 40)
+
+
 def test_the_pipelines_mask_takes_the_closer_look_around_a_small_product():
     """A 40-px product in a 640-px photo is 10 px in the first look's 160-px square: its mask,
     resampled to the photo, has blurred blocky edges. The pipeline looks again in a crop

@@ -41,6 +41,9 @@ class LocalizerSpec:
     # first pass found nothing usable is localized again in four overlapping tiles
     # (shoplens.query.second_look; 0: never).
     tile_above: float = 0.0
+    # ... and also where the one product it found is under this share of the photo's longer
+    # side: a tile's more confident product replaces it (0: only where nothing was found).
+    tile_small_below: float = 0.0
 
 
 @dataclass(frozen=True)

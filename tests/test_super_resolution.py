@@ -165,8 +165,8 @@ def test_a_resolver_that_does_not_beat_bicubic_enough_never_serves(upscaling, wo
     assert network is not None and network.scale == 2
     strict = compose_config([*base, "super_resolution.min_gain_db=99"])
     assert load_super_resolver(strict) is None  # left out of the query pipeline too
-    off = compose_config([*base, "query.super_resolve=false"])
-    assert load_super_resolver(off) is None
+    off = compose_config([*base, "query.super_resolve=false", "super_resolution.min_gain_db=-99"])
+    assert load_super_resolver(off) is not None  # carried, so evaluate can measure it on
 
     version, decision = register_super_resolver(
         client, "sr-gate-test", network, sha, info, result["mlflow_run_id"], 99.0, 0.05

@@ -118,17 +118,17 @@ def upscale_spec(resolver: SuperResolver, cfg: DictConfig, letterbox_size: int) 
 
 
 def load_super_resolver(cfg: DictConfig) -> SuperResolver | None:
-    """The trained super-resolver when the query pipeline uses one (``query.super_resolve``),
-    its checkpoint exists and its test numbers pass the registry's bar (beats bicubic by
-    ``super_resolution.min_gain_db``); None: small crops are only letterboxed."""
+    """The trained super-resolver the query pipeline carries, when its checkpoint exists and
+    its test numbers pass the registry's bar (beats bicubic by ``super_resolution.min_gain_db``);
+    None: small crops can only be letterboxed. ``query.super_resolve`` switches it on in the
+    pipeline's spec; carried while off, evaluate measures what turning it on would do."""
     from shoplens.registry.super_resolution import too_weak
     from shoplens.tracking.runs import read_train_run
     from shoplens.training.super_resolution import SuperResolutionModule
 
     checkpoint = Path(cfg.super_resolution.checkpoint)
-    if not cfg.query.super_resolve or not checkpoint.is_file():
-        if cfg.query.super_resolve:
-            log.warning("no super-resolver at %s: small crops are only letterboxed", checkpoint)
+    if not checkpoint.is_file():
+        log.warning("no super-resolver at %s: small crops are only letterboxed", checkpoint)
         return None
     if reason := too_weak(read_train_run(checkpoint), float(cfg.super_resolution.min_gain_db)):
         log.warning("the super-resolver at %s is left out: %s", checkpoint, reason)

@@ -60,7 +60,8 @@ MLflow pyfunc; runtime {evaluated.get("runtime", "torch")} by default.
 {buckets}
 
 - small photos (products at 40-70% of catalog resolution): {small_line or "not measured"}
-  (pipeline_no_sr: the same pipeline with super-resolution off; oracle_mask: the true
+  (pipeline_no_sr / pipeline_sr: the same pipeline with super-resolution switched the other
+  way; oracle_mask: the true
   product mask instead of the localizer's, what a perfect localizer would reach)
 
 ## Known limits

@@ -11,7 +11,7 @@ OPENCV_SAMPLES_DIR := /usr/share/doc/opencv-doc/examples/data
 .PHONY: demo test test-fast lint data params clean-venv help
 
 help:
-	@echo "make demo   - install, obtain Fashion-MNIST, run the DVC pipeline (dvc repro)"
+	@echo "make demo   - install, obtain Fashion-MNIST (and opencv-doc), run the DVC pipeline (dvc repro)"
 	@echo "make test   - install .[dev], check the import layers and run the whole test suite"
 	@echo "make test-fast - the same without the slow end-to-end tests (a few minutes)"
 	@echo "make lint   - ruff"

@@ -157,6 +157,7 @@ def build_pool(
     """
     out_dir = Path(out_dir)
     limits = ImageLimits(min_size=settings.min_side)
+    # A name the pool already has stays the pool's photograph (split, possibly evaluation).
     train_only = {n: p for n, p in (train_only or {}).items() if n not in photos}
     kept, refused, images = [], [], []
     for name, path in [*sorted(photos.items()), *sorted(train_only.items())]:

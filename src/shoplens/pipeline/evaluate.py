@@ -256,16 +256,17 @@ def _small_photos(cfg, test: pd.DataFrame, tuned: QueryPipeline, gallery: Embedd
     table = pd.read_parquet(directory / SMALL_TABLE).assign(bucket=lambda t: t["kind"])
     mode = "localize" if tuned.can_localize else "frame"
     variants = [Variant("pipeline", tuned, mode)]
-    other = None  # the pipeline with super-resolution switched the other way, when it carries one
-    if tuned.super_resolver is not None and tuned.spec.upscale is not None:
-        on = tuned.spec.super_resolve
-        other = (tuned.with_spec(tuned.spec.with_options(super_resolve=not on)),
-                 "_no_sr" if on else "_sr")  # fmt: skip
-        variants.append(Variant(f"pipeline{other[1]}", other[0], mode))
+    # The pipeline with super-resolution switched the other way, when it carries a network.
+    switchable = tuned.super_resolver is not None and tuned.spec.upscale is not None
+    on = tuned.spec.super_resolve
+    flipped = tuned.with_spec(tuned.spec.with_options(super_resolve=not on))
+    suffix = "_no_sr" if on else "_sr"
+    if switchable:
+        variants.append(Variant(f"pipeline{suffix}", flipped, mode))
     if (directory / MASKS_DIR).is_dir():  # the ceiling: the crop a perfect localizer would make
         variants.append(Variant("oracle_mask", tuned, "oracle_mask"))
-        if other is not None:
-            variants.append(Variant(f"oracle_mask{other[1]}", other[0], "oracle_mask"))
+        if switchable:
+            variants.append(Variant(f"oracle_mask{suffix}", flipped, "oracle_mask"))
     products, cats = test["product_id"].astype(str).tolist(), test["category"].tolist()
     metrics = {}
     for variant in variants:

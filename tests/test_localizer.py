@@ -244,6 +244,34 @@ def test_a_product_too_small_for_the_first_look_is_found_in_tiles():
     assert not QueryPipeline(spec, _embed, red).query(small).localized
 
 
+@pytest.mark.parametrize("width,height", [(320, 240), (4000, 3000), (161, 500), (200, 200)])
+def test_tiles_cover_the_photo_magnified_and_their_number_is_bounded(width, height):
+    """Every pixel of the photo is in a tile; neighbours overlap by a quarter tile, so a
+    product that wide is whole in one; a tile is input / tile_zoom pixels (the photo
+    magnified in the localizer's input) unless that would need more than four a side."""
+    from shoplens.query.second_look import MAX_TILES_PER_SIDE, tile_boxes, tile_side
+
+    loc = LocalizerSpec(160, (0.5,) * 3, (0.5,) * 3, tile_above=1.0, tile_zoom=1.5)
+    tile = tile_side(loc, width, height)
+    boxes = tile_boxes(width, height, tile)
+    covered = np.zeros((height, width), bool)
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
+    for axis, length in ((0, width), (1, height)):
+        starts = sorted({box[axis] for box in boxes})
+        assert len(starts) <= MAX_TILES_PER_SIDE
+        span = min(tile, length)
+        assert all(b - a <= 0.75 * span + 1 for a, b in zip(starts, starts[1:], strict=False))
+    if max(width, height) <= 320:
+        assert tile == 107  # 160 / 1.5: the photo magnified 1.5 times
+    else:
+        assert tile > 107 and len(boxes) <= MAX_TILES_PER_SIDE**2
+    with pytest.raises(ValueError, match="tile_zoom"):
+        replace(loc, tile_zoom=0.0)
+
+
 def test_tiles_replace_a_small_unsure_product_with_a_surer_one_they_find():
     """``tile_small_below``: a false positive the first look found (a bluish patch the
     localizer is unsure of) no longer hides a product too small for that look: in the tiles

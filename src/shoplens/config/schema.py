@@ -217,6 +217,7 @@ class LocalizerConfig:
     refine_below: float = MISSING  # second look at products smaller than this share
     refine_every: bool = MISSING  # ... at every product found, not only the searched
     tile_above: float = MISSING  # nothing found in a photo this many inputs wide: tiles
+    tile_zoom: float = MISSING  # ... each magnifying the photo this many times
     tile_small_below: float = MISSING  # ... or only a product under this share of the side
     checkpoint: str = MISSING
     optimizer: Any = MISSING  # `_target_` nodes, as the embedder's

@@ -94,6 +94,7 @@ def localizer_spec(localizer: Localizer, cfg: DictConfig) -> LocalizerSpec:
         refine_below=float(cfg.localizer.refine_below),
         refine_every=bool(cfg.localizer.refine_every),
         tile_above=float(cfg.localizer.tile_above),
+        tile_zoom=float(cfg.localizer.tile_zoom),
         tile_small_below=float(cfg.localizer.tile_small_below),
     )
 

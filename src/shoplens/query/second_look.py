@@ -2,15 +2,19 @@
 
 * :func:`refine`: a product much smaller than the photo is localized again in a crop twice
   its size around it, where it fills the localizer's input: sharper masks and boxes.
-* :func:`look_in_tiles`: a photo where nothing usable was found is localized again in four
+* :func:`look_in_tiles`: a photo where nothing usable was found is localized again in
   overlapping tiles. Why: the localizer sees the whole photo letterboxed to its input (160 px
   on the demo), so a 12-19 px product in a 320 px zoomed-out photo is 6-10 px there, under
   ``min_area`` or too faint for the threshold (the small-photo benchmark: found in about a
-  third of such photos). Each tile, 0.6 of the photo's side, is letterboxed to the same input,
-  so the product is seen at up to twice the size. Only photos with nothing found pay for it,
-  and (``tile_small_below``) photos whose one find is small: a small false positive used to
+  third of such photos). Each tile is ``input_size / tile_zoom`` photo pixels wide, so
+  letterboxing it to the input magnifies the photo ``tile_zoom`` times (at most
+  :data:`MAX_TILES_PER_SIDE` tiles a side, so a large photo costs a bounded number of
+  passes). Four tiles of 0.6 of the side magnified a 320-px photo's product only 0.8x;
+  ``tile_zoom`` 1.5: zoomed-out small photos found 0.51 -> 0.73 of the time (README,
+  "Shopper photos"). Only photos with nothing found pay for it, and
+  (``tile_small_below``) photos whose one find is small: a small false positive used to
   block the look that finds the product (20-45% products on the shopper-photo benchmark:
-  category@1 0.760 -> 0.780 with 0.15; README, "Shopper photos").
+  category@1 0.760 -> 0.780 with 0.15).
 
 Both take the pipeline's plans (``_Plan``: which regions of each photo to embed) and update
 them in place, with one batched localizer pass each.
@@ -33,13 +37,33 @@ Box = tuple[int, int, int, int]
 ProductMasks = Callable[[Sequence[Image.Image]], list[np.ndarray]]
 
 
-def tile_boxes(width: int, height: int, share: float = 0.6) -> list[Box]:
-    """Four boxes, ``share`` of each side, at the photo's corners (they overlap where
-    ``share`` > 0.5, so a product on a tile's edge is whole in another)."""
-    if not 0.5 <= share <= 1:
-        raise ValueError(f"share must be within [0.5, 1], got {share}")
-    tw, th = math.ceil(width * share), math.ceil(height * share)
-    return [(x, y, x + tw, y + th) for y in (0, height - th) for x in (0, width - tw)]
+# At most this many tiles along each side of a photo (16 in all): a 4,000-px phone photo is
+# looked at again in 16 passes, each still magnifying it 3x over the first look's letterbox.
+MAX_TILES_PER_SIDE = 4
+TILE_OVERLAP = 0.25  # of a tile's side: a product up to a quarter tile wide is whole in one
+
+
+def tile_boxes(width: int, height: int, tile: int) -> list[Box]:
+    """Boxes of ``tile`` pixels a side (clipped to the photo) covering it, neighbours
+    overlapping by at least :data:`TILE_OVERLAP` of a tile, evenly spaced from edge to edge."""
+    if tile < 1:
+        raise ValueError(f"tile must be at least 1 pixel, got {tile}")
+
+    def starts(length: int, span: int) -> list[int]:
+        if length <= span:
+            return [0]
+        count = math.ceil((length - span) / ((1 - TILE_OVERLAP) * span)) + 1
+        return [round(i * (length - span) / (count - 1)) for i in range(count)]
+
+    tw, th = min(tile, width), min(tile, height)
+    return [(x, y, x + tw, y + th) for y in starts(height, th) for x in starts(width, tw)]
+
+
+def tile_side(loc: LocalizerSpec, width: int, height: int) -> int:
+    """A tile's side in photo pixels: the photo magnified ``loc.tile_zoom`` times in the
+    localizer's input, or larger where that would take more than MAX_TILES_PER_SIDE a side."""
+    fewest = max(width, height) / (1 + (MAX_TILES_PER_SIDE - 1) * (1 - TILE_OVERLAP))
+    return math.ceil(max(loc.input_size / loc.tile_zoom, fewest))
 
 
 def _worth_tiles(loc: LocalizerSpec, image: Image.Image, plan) -> bool:
@@ -60,7 +84,7 @@ def look_in_tiles(
 ) -> None:
     """Photos where the first pass found nothing usable (or only a small product, see
     :func:`_worth_tiles`), localized again in overlapping tiles (one batched pass,
-    :func:`tile_boxes`): the most confident usable product of any tile is searched, where
+    :func:`tile_boxes` of :func:`tile_side`): the most confident usable product of any tile is searched, where
     nothing was found or where it is more confident than the small product. Updates the
     plans in place."""
     if loc is None or not loc.tile_above:
@@ -69,7 +93,7 @@ def look_in_tiles(
         (plan, image, box)
         for image, plan in zip(images, plans, strict=True)
         if _worth_tiles(loc, image, plan)
-        for box in tile_boxes(*image.size)
+        for box in tile_boxes(*image.size, tile_side(loc, *image.size))
     ]
     if not todo:
         return

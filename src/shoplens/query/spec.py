@@ -38,12 +38,18 @@ class LocalizerSpec:
     # (the page draws them to click), one more localizer pass per product.
     refine_every: bool = False
     # A photo whose longer side is at least this many times the input size and in which the
-    # first pass found nothing usable is localized again in four overlapping tiles
-    # (shoplens.query.second_look; 0: never).
+    # first pass found nothing usable is localized again in overlapping tiles
+    # (shoplens.query.second_look; 0: never) ...
     tile_above: float = 0.0
+    # ... each tile magnified this many times (its side: input_size / tile_zoom photo pixels).
+    tile_zoom: float = 1.5
     # ... and also where the one product it found is under this share of the photo's longer
     # side: a tile's more confident product replaces it (0: only where nothing was found).
     tile_small_below: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.tile_zoom <= 0:
+            raise ValueError(f"tile_zoom must be positive, got {self.tile_zoom}")
 
 
 @dataclass(frozen=True)

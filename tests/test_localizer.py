@@ -222,8 +222,8 @@ def test_localizer_spec_round_trips_through_json():
 
 def test_a_product_too_small_for_the_first_look_is_found_in_tiles():
     """A 14-px product in a 320-px photo is 7 px in the localizer's 160-px input: under
-    min_area, nothing usable. In a tile (0.6 of the side) it is large enough, and its box is
-    where the product is; with tiles off the photo is searched whole."""
+    min_area, nothing usable. In a tile (the photo magnified 1.5 times) it is large enough,
+    and its box is where the product is; with tiles off the photo is searched whole."""
 
     def red(x: torch.Tensor) -> torch.Tensor:  # a localizer that calls red pixels product
         return torch.where((x[:, :1] > 0.5) & (x[:, 1:2] < -0.5), 9.0, -9.0)
@@ -242,6 +242,33 @@ def test_a_product_too_small_for_the_first_look_is_found_in_tiles():
     assert not missed.localized and missed.note
     small = Image.fromarray(photo).resize((150, 150))  # not larger than the input: no tiles
     assert not QueryPipeline(spec, _embed, red).query(small).localized
+
+
+def test_a_product_found_in_tiles_gets_the_closer_look_too():
+    """The tiles magnify a zoomed-out photo 1.5 times, still coarse for a 14-px product; like
+    a small product found at first, it is then localized again in a crop around it (the last
+    look recorded, a region a few times its size), and its box stays on it."""
+
+    def red(x: torch.Tensor) -> torch.Tensor:
+        return torch.where((x[:, :1] > 0.5) & (x[:, 1:2] < -0.5), 9.0, -9.0)
+
+    embedder = EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=4)
+    loc = LocalizerSpec(160, (0.5,) * 3, (0.5,) * 3, 0.5, 0.002, 0.5, tile_above=1.0)
+    photo = np.full((320, 320, 3), 120, np.uint8)
+    photo[250:264, 40:54] = (230, 20, 20)
+
+    def looks(spec: LocalizerSpec):
+        found = QueryPipeline(QuerySpec(embedder, spec), _embed, red).query(Image.fromarray(photo))
+        assert found.localized
+        return found.closer_looks, found.detections[found.searched[0]].box
+
+    tiled, _ = looks(replace(loc, refine_below=0.0))
+    assert len(tiled) == 1  # the tile alone
+    closer, box = looks(loc)
+    assert len(closer) == 2
+    x0, y0, x1, y1 = closer[-1][0]
+    assert x0 <= 40 and y0 <= 250 and x1 >= 54 and y1 >= 264 and x1 - x0 < 107
+    assert abs(box[0] - 40) <= 1 and abs(box[1] - 250) <= 1 and abs(box[2] - 54) <= 1
 
 
 @pytest.mark.parametrize("width,height", [(320, 240), (4000, 3000), (161, 500), (200, 200)])

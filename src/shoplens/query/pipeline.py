@@ -232,7 +232,12 @@ class QueryPipeline:
             for im, prob in zip(images, probs, strict=True)
         ]
         refine(self.spec.localizer, self.product_masks, images, plans)
-        look_in_tiles(self.spec.localizer, self.product_masks, images, plans)
+        tiled = look_in_tiles(self.spec.localizer, self.product_masks, images, plans)
+        # A product found in the tiles gets the closer look one found at first got.
+        refine(
+            self.spec.localizer, self.product_masks,
+            [images[i] for i in tiled], [plans[i] for i in tiled],
+        )  # fmt: skip
         cropped = [self.crop_and_flag(*where) for plan in plans for where in plan.regions]
         n_regions = len(cropped)
         cropped += [

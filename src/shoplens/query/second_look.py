@@ -11,10 +11,11 @@
   :data:`MAX_TILES_PER_SIDE` tiles a side, so a large photo costs a bounded number of
   passes). Four tiles of 0.6 of the side magnified a 320-px photo's product only 0.8x;
   ``tile_zoom`` 1.5: zoomed-out small photos found 0.51 -> 0.73 of the time (README,
-  "Shopper photos"). Only photos with nothing found pay for it, and
-  (``tile_small_below``) photos whose one find is small: a small false positive used to
-  block the look that finds the product (20-45% products on the shopper-photo benchmark:
-  category@1 0.760 -> 0.780 with 0.15).
+  "Shopper photos"); what a tile finds is then refined like a first find (the pipeline
+  calls :func:`refine` again on the plans this changed). Only photos with nothing found pay
+  for it, and (``tile_small_below``) photos whose one find is small: a small false positive
+  used to block the look that finds the product (20-45% products on the shopper-photo
+  benchmark: category@1 0.760 -> 0.780 with 0.15).
 
 Both take the pipeline's plans (``_Plan``: which regions of each photo to embed) and update
 them in place, with one batched localizer pass each.
@@ -81,14 +82,14 @@ def _worth_tiles(loc: LocalizerSpec, image: Image.Image, plan) -> bool:
 
 def look_in_tiles(
     loc: LocalizerSpec | None, masks: ProductMasks, images: Sequence[Image.Image], plans: list
-) -> None:
+) -> list[int]:
     """Photos where the first pass found nothing usable (or only a small product, see
     :func:`_worth_tiles`), localized again in overlapping tiles (one batched pass,
     :func:`tile_boxes` of :func:`tile_side`): the most confident usable product of any tile is searched, where
     nothing was found or where it is more confident than the small product. Updates the
-    plans in place."""
+    plans in place and returns the positions of those it changed."""
     if loc is None or not loc.tile_above:
-        return
+        return []
     todo = [
         (plan, image, box)
         for image, plan in zip(images, plans, strict=True)
@@ -96,7 +97,7 @@ def look_in_tiles(
         for box in tile_boxes(*image.size, tile_side(loc, *image.size))
     ]
     if not todo:
-        return
+        return []
     crops = [image.crop(box) for _, image, box in todo]
     best: dict[int, tuple] = {}  # id(plan) -> (plan, image, box, crop, detection, labels, prob)
     for (plan, image, box), crop, prob in zip(todo, crops, masks(crops),
@@ -107,14 +108,17 @@ def look_in_tiles(
             held = best.get(id(plan))
             if side(d.box, min) >= MIN_CROP_SIDE and (held is None or d.score > held[4].score):
                 best[id(plan)] = (plan, image, box, crop, d, labels, prob)
+    changed = set()
     for plan, image, box, crop, d, labels, prob in best.values():
         if not plan.missed and d.score <= plan.detections[plan.searched[0]].score:
             continue  # the small product found first is the more confident
+        changed.add(id(plan))
         share = (crop.width * crop.height) / (image.width * image.height)
         plan.detections = [Detection(shift(d.box, *box[:2]), d.score, d.area * share, d.label)]
         plan.searched, plan.note, plan.also_whole = [0], "", False
         plan.regions = [(crop, d, labels, prob)]
         plan.looks.append((box, prob))
+    return [i for i, plan in enumerate(plans) if id(plan) in changed]
 
 
 def refine(

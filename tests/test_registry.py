@@ -17,7 +17,7 @@ from shoplens.pipeline import evaluate, register
 from shoplens.registry import versions
 from shoplens.registry.champion import load_champion
 from shoplens.registry.gate import Standing, decide
-from shoplens.registry.versions import DATA_TAG, PHOTO_TAG, champion_standing
+from shoplens.registry.versions import CODE_TAG, DATA_TAG, PHOTO_TAG, champion_standing
 from shoplens.tracking.runs import checkpoint_sha256
 from shoplens.training.module import EmbedderModule
 
@@ -300,3 +300,24 @@ def test_a_version_whose_onnx_export_disagrees_is_registered_but_not_promoted(st
         "shoplens.packaging", ""
     )
     assert str(_registry()[0]["champion"]) == champion
+
+
+def test_the_same_networks_through_changed_query_code_are_another_version(stage, monkeypatch):
+    """The registered model ships the pipeline code it runs: after src/shoplens/query changes,
+    the same checkpoints and spec are a new version (its numbers must not land on the old
+    code), which the gate compares like any challenger instead of waving it through as the
+    champion repackaged; metrics measured with other code than the checkout's are refused."""
+    cfg = _as_evaluated(stage, 3, recall=0.703)
+    path = Path(cfg.paths.reports_dir) / "evaluate" / "evaluated.json"
+    evaluated = json.loads(path.read_text())
+    assert evaluated["query_code_sha256"] == register.query_code_sha256()
+    before = register.run(cfg)
+    monkeypatch.setattr(register, "query_code_sha256", lambda: "0" * 64)
+    with pytest.raises(register.EvaluationMissing, match="other query pipeline code"):
+        register.run(cfg)
+    path.write_text(json.dumps({**evaluated, "query_code_sha256": "0" * 64}))
+    changed = register.run(cfg)
+    assert changed["reused_version"] == 0 and changed["version"] > before["version"]
+    assert "registered again" not in changed["reason"]
+    tags = mlflow.MlflowClient().get_model_version(NAME, str(changed["version"])).tags
+    assert tags[CODE_TAG] == "0" * 64

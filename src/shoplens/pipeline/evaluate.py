@@ -68,6 +68,7 @@ from shoplens.pipeline.query_setup import (
     torch_pipeline,
 )
 from shoplens.query import Embedded, QueryPipeline
+from shoplens.registry.export import query_code_sha256
 from shoplens.registry.onnx_export import OnnxExportError, check, disagreement, export_pipeline
 from shoplens.tracking import configure_mlflow, data_version
 from shoplens.tracking.lineage import log_dataset
@@ -147,6 +148,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         # The query pipeline measured (crop, masking, whole-photo rule, limits): part of what
         # register identifies a version by, with the two checkpoints.
         "query_spec": pipelines["finetuned"].spec.to_dict(),
+        "query_code_sha256": query_code_sha256(),  # ... and the code that ran it
         # What ran the fine-tuned networks, and the ONNX export register ships (or why not).
         "runtime": runtime,
         "onnx": onnx,

@@ -30,7 +30,7 @@ from shoplens.data.catalog import CACHE_FILE, read_catalog
 from shoplens.data.dedup import content_hash
 from shoplens.evaluation.no_match import CALIBRATION_FILE
 from shoplens.pipeline.query_setup import load_localizer, load_super_resolver, torch_pipeline
-from shoplens.registry.export import log_query_model
+from shoplens.registry.export import log_query_model, query_code_sha256
 from shoplens.registry.gate import CHAMPION, Standing, decide
 from shoplens.registry.localizer import register_localizer
 from shoplens.registry.model_card import model_card
@@ -38,6 +38,7 @@ from shoplens.registry.onnx_export import FILES
 from shoplens.registry.super_resolution import register_super_resolver
 from shoplens.registry.versions import (
     CHECKPOINT_TAG,
+    CODE_TAG,
     DATA_TAG,
     LOCALIZER_TAG,
     NETWORK_TAGS,
@@ -130,8 +131,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             "the metrics were measured with another query pipeline than this config builds "
             "(query, localizer or search limits changed): run `shoplens evaluate` again"
         )
+    code = query_code_sha256()
+    if evaluated.get("query_code_sha256") != code:
+        raise EvaluationMissing(
+            "the metrics were measured with other query pipeline code than this checkout's "
+            "(src/shoplens/query changed): run `shoplens evaluate` again"
+        )
     identity = {CHECKPOINT_TAG: sha, LOCALIZER_TAG: loc_sha, SUPER_RESOLVER_TAG: sr_sha,
-                SPEC_TAG: content_hash(spec.encode())}  # fmt: skip
+                SPEC_TAG: content_hash(spec.encode()), CODE_TAG: code}  # fmt: skip
     calibration = reports / "evaluate" / CALIBRATION_FILE
     onnx_files, onnx_refusal = _onnx_files(cfg, evaluated)
     packaging = [name for name, there in (("calibration", calibration.is_file()),

@@ -10,6 +10,7 @@ wherever the model is loaded (see its docstring for inputs and outputs).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,18 @@ from shoplens.registry.onnx_export import EmbedderHeads
 
 MODEL_CODE = Path(__file__).with_name("query_model.py")
 PACKAGE_DIR = Path(shoplens.__file__).parent  # shipped as code_paths
+
+
+def query_code_sha256() -> str:
+    """sha256 of the code a registered query model runs (``shoplens.query`` and the pyfunc
+    wrapper): part of a version's identity, because the same networks and spec through
+    changed pipeline code (e.g. another second look) answer differently, and a version's
+    metric tags must describe the code it ships. Evaluate records it, register checks it."""
+    digest = hashlib.sha256()
+    for path in sorted((PACKAGE_DIR / "query").rglob("*.py")) + [MODEL_CODE]:
+        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def export_program(model: nn.Module, side: int, path: Path, spatial: bool = False) -> Path:

@@ -1,9 +1,9 @@
 """Model versions in the MLflow registry: what identifies them, what they record, and the
 champion's standing on *this* test set.
 
-A version carries tags: the checkpoints' and the query spec's sha256 (its identity: registering
-the same pipeline again reuses the version instead of adding a duplicate), the git commit and data version it was
-made from, its test metrics, and the gate's decision. A champion measured on another data
+A version carries tags: the checkpoints', the query spec's and the query code's sha256 (its
+identity: registering the same pipeline again reuses the version instead of adding a
+duplicate), the git commit and data version it was made from, its test metrics, and the gate's decision. A champion measured on another data
 version is re-measured here, through its own registered pyfunc model, on the current test
 split: Recall@1 on two different test sets is not a comparison.
 """
@@ -40,11 +40,12 @@ SMALL_TAG = "small_photos.category_at_1"  # the gate's small-photo number
 LOCALIZER_TAG = "shoplens.localizer_sha256"
 SUPER_RESOLVER_TAG = "shoplens.super_resolver_sha256"  # "none": small crops only letterboxed
 SPEC_TAG = "shoplens.query_spec_sha256"  # same checkpoints, another pipeline: another version
+CODE_TAG = "shoplens.query_code_sha256"  # ... and the same for another pipeline code
 # What the version carries besides its networks' torch programs (e.g. "calibration,onnx"):
 # a version packaged with less is not reused for the same checkpoints (the index stage could
 # not set a no-match threshold from it, serving could not run ONNX).
 PACKAGING_TAG = "shoplens.packaging"
-NETWORK_TAGS = (CHECKPOINT_TAG, LOCALIZER_TAG, SUPER_RESOLVER_TAG, SPEC_TAG)
+NETWORK_TAGS = (CHECKPOINT_TAG, LOCALIZER_TAG, SUPER_RESOLVER_TAG, SPEC_TAG, CODE_TAG)
 CHUNK = 512  # images per predict call when re-measuring
 
 

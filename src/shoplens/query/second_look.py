@@ -10,7 +10,7 @@
   letterboxing it to the input magnifies the photo ``tile_zoom`` times (at most
   :data:`MAX_TILES_PER_SIDE` tiles a side, so a large photo costs a bounded number of
   passes). Four tiles of 0.6 of the side magnified a 320-px photo's product only 0.8x;
-  ``tile_zoom`` 1.5: something found in 0.51 -> 0.73 of zoomed-out small photos (README,
+  ``tile_zoom`` 1.5: zoomed-out small photos found 0.51 -> 0.73 of the time (README,
   "Shopper photos"); what a tile finds is then refined like a first find (the pipeline
   calls :func:`refine` again on the plans this changed). Only photos with nothing found pay
   for it, and (``tile_small_below``) photos whose one find is small: a small false positive

@@ -10,7 +10,6 @@ wherever the model is loaded (see its docstring for inputs and outputs).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from torch import nn
 
 import shoplens
+from shoplens.data.dedup import content_hash
 from shoplens.models import Embedder
 from shoplens.models.localizer import Localizer
 from shoplens.models.super_resolution import SuperResolver
@@ -42,12 +42,15 @@ def query_code_sha256() -> str:
     """sha256 of the code a registered query model runs (``shoplens.query`` and the pyfunc
     wrapper): part of a version's identity, because the same networks and spec through
     changed pipeline code (e.g. another second look) answer differently, and a version's
-    metric tags must describe the code it ships. Evaluate records it, register checks it."""
-    digest = hashlib.sha256()
-    for path in sorted((PACKAGE_DIR / "query").rglob("*.py")) + [MODEL_CODE]:
-        digest.update(path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    metric tags must describe the code it ships. Evaluate records it, register checks it.
+    Every byte counts, comments too: a wasted version at worst, never stale code."""
+    files = sorted((PACKAGE_DIR / "query").rglob("*.py")) + [MODEL_CODE]
+    return content_hash(
+        b"".join(
+            path.relative_to(PACKAGE_DIR).as_posix().encode() + b"\0" + path.read_bytes() + b"\0"
+            for path in files
+        )
+    )
 
 
 def export_program(model: nn.Module, side: int, path: Path, spatial: bool = False) -> Path:

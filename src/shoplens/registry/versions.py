@@ -3,9 +3,10 @@ champion's standing on *this* test set.
 
 A version carries tags: the checkpoints', the query spec's and the query code's sha256 (its
 identity: registering the same pipeline again reuses the version instead of adding a
-duplicate), the git commit and data version it was made from, its test metrics, and the gate's decision. A champion measured on another data
-version is re-measured here, through its own registered pyfunc model, on the current test
-split: Recall@1 on two different test sets is not a comparison.
+duplicate), the git commit and data version it was made from, its test metrics, and the
+gate's decision. A champion measured on another data version is re-measured here, through
+its own registered pyfunc model, on the current test split: Recall@1 on two different test
+sets is not a comparison.
 """
 
 from __future__ import annotations

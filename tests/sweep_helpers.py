@@ -54,6 +54,7 @@ def start_sweep(args: list[str], log: Path, threads: int | None = None) -> subpr
     """Start a sweep in the background; ``threads`` caps torch's threads per worker (several
     workers on one machine each spinning up a thread per core slow each other down badly)."""
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    env["PYTHONFAULTHANDLER"] = "1"  # a worker killed by a signal leaves its stack in the log
     with log.open("w") as out:
         return subprocess.Popen(
             args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True, env=env,

@@ -19,7 +19,8 @@ STATUS = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}
 
 
 def retry_races(fn, attempts: int = 5) -> Any:
-    """Workers starting together on a fresh SQLite database race to create its tables."""
+    """Workers starting together on a fresh SQLite database race to create Optuna's tables
+    (which, unlike MLflow's migrations, a second try completes)."""
     for attempt in range(attempts - 1):
         try:
             return fn()
@@ -30,7 +31,7 @@ def retry_races(fn, attempts: int = 5) -> Any:
 
 class SweepRuns:
     def __init__(self, uri: str | None, experiment: str, study: Any, created: bool):
-        self.client = c = MlflowClient(retry_races(lambda: configure_mlflow(uri, experiment)))
+        self.client = c = MlflowClient(configure_mlflow(uri, experiment))
         self.experiment_id = c.get_experiment_by_name(experiment).experiment_id
         self.study_name = study.study_name
         for _ in range(0 if created else 60):  # its creator may be making the parent right now

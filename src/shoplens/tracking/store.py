@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import mlflow
+from filelock import FileLock
 from sqlalchemy.engine import make_url
 
 from shoplens.project import repo_root
@@ -43,13 +44,25 @@ def artifact_root() -> str | None:
     return None
 
 
+def first_contact_lock(uri: str) -> contextlib.AbstractContextManager:
+    """Held while a process first opens a SQLite store. MLflow creates a new database's tables
+    and runs its migrations on first contact, in many transactions; two processes doing it at
+    once (sweep workers, queued DVC experiments on a fresh project) leave alembic's temporary
+    tables behind and the store unusable, which no retry repairs. A lock file beside the
+    database makes the second process wait. A server, or another database, migrates once."""
+    if not uri.startswith("sqlite:///"):
+        return contextlib.nullcontext()
+    return FileLock(f"{uri.removeprefix('sqlite:///')}.lock")
+
+
 def configure_mlflow(configured_uri: str | None, experiment: str) -> str:
     """Point the MLflow client at the store and make sure the experiment exists."""
     uri = tracking_uri(configured_uri)
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(experiment) is None:
-        location = artifact_root() if uri == tracking_uri() else None
-        # Another worker may create it between our check and this call.
-        with contextlib.suppress(mlflow.exceptions.MlflowException):
-            mlflow.create_experiment(experiment, artifact_location=location)
+    with first_contact_lock(uri):
+        if mlflow.get_experiment_by_name(experiment) is None:
+            location = artifact_root() if uri == tracking_uri() else None
+            # Another worker on a server may create it between our check and this call.
+            with contextlib.suppress(mlflow.exceptions.MlflowException):
+                mlflow.create_experiment(experiment, artifact_location=location)
     return uri

@@ -34,3 +34,20 @@ def test_processes_creating_a_fresh_sqlite_store_at_once_all_succeed(tmp_path):
     errors = [w.communicate(timeout=120)[1] for w in workers]
     assert [w.returncode for w in workers] == [0, 0, 0], "\n".join(errors)
     assert [e.name for e in MlflowClient(uri).search_experiments()].count("shoplens") == 1
+
+
+def test_a_store_whose_lock_cannot_be_created_still_opens(tmp_path, monkeypatch):
+    """A registry mounted read-only for serving: no lock file, the store still answers."""
+    from filelock import FileLock
+
+    from shoplens.tracking.store import configure_mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    configure_mlflow(uri, "shoplens")  # created while the folder was writable
+
+    def read_only(self, *args, **kwargs):
+        raise PermissionError(13, "Read-only file system", self.lock_file)
+
+    monkeypatch.setattr(FileLock, "acquire", read_only)
+    assert configure_mlflow(uri, "shoplens") == uri
+    assert MlflowClient(uri).get_experiment_by_name("shoplens") is not None

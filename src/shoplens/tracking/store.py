@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -44,15 +45,26 @@ def artifact_root() -> str | None:
     return None
 
 
-def first_contact_lock(uri: str) -> contextlib.AbstractContextManager:
+@contextlib.contextmanager
+def first_contact_lock(uri: str) -> Iterator[None]:
     """Held while a process first opens a SQLite store. MLflow creates a new database's tables
     and runs its migrations on first contact, in many transactions; two processes doing it at
     once (sweep workers, queued DVC experiments on a fresh project) leave alembic's temporary
     tables behind and the store unusable, which no retry repairs. A lock file beside the
     database makes the second process wait. A server, or another database, migrates once."""
     if not uri.startswith("sqlite:///"):
-        return contextlib.nullcontext()
-    return FileLock(f"{uri.removeprefix('sqlite:///')}.lock")
+        yield
+        return
+    lock = FileLock(f"{uri.removeprefix('sqlite:///')}.lock")
+    try:
+        lock.acquire()
+    except OSError:  # a read-only folder (a served registry): SQLite cannot migrate there either
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def configure_mlflow(configured_uri: str | None, experiment: str) -> str:

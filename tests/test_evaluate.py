@@ -193,6 +193,37 @@ def test_the_benchmark_answers_with_the_closer_of_whole_photo_and_crop():
     np.testing.assert_allclose(crop[0], [0.6, 0.8, 0.0])  # the input is left as it was
 
 
+def test_localization_tells_a_missed_product_from_a_searched_distractor(tmp_path):
+    """Three photos with a product (box A) and a distractor (box B): the pipeline searched A;
+    found both and searched B; found only B. One searched the right product, two found it,
+    and the distractor was searched in two of the three."""
+    from shoplens.evaluation.photo_benchmark import localization_metrics
+    from shoplens.evaluation.shopper_photos import MASKS_DIR
+    from shoplens.query import Detection, QueryResult
+
+    a, b = (4, 4, 20, 20), (26, 26, 36, 36)
+    (tmp_path / MASKS_DIR).mkdir()
+    mask = np.zeros((40, 40), np.uint8)
+    mask[4:20, 4:20], mask[26:36, 26:36] = 1, 2
+    for name in ("0", "1", "2"):
+        Image.fromarray(mask).save(tmp_path / MASKS_DIR / f"{name}.png")
+    table = pd.DataFrame(
+        {"photo": ["0", "1", "2"], "x0": 4, "y0": 4, "x1": 20, "y1": 20,
+         "distractor_box": [np.array(b)] * 3}
+    )  # fmt: skip
+
+    def result(boxes, searched):
+        found = [Detection(box, 0.9, 0.1, i + 1) for i, box in enumerate(boxes)]
+        return QueryResult(40, 40, found, np.zeros((1, 2), np.float32), None, [searched])
+
+    results = [result([a, b], 0), result([a, b], 1), result([b], 0)]
+    numbers = localization_metrics(results, table, tmp_path, input_size=40)
+    assert numbers["searched_right_product"] == pytest.approx(1 / 3)
+    assert numbers["product_detected@0.5"] == pytest.approx(2 / 3)
+    assert numbers["searched_distractor"] == pytest.approx(2 / 3)
+    assert numbers["product_found"] == 1.0
+
+
 def _unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 

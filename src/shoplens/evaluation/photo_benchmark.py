@@ -145,9 +145,12 @@ def localization_metrics(
 ) -> dict[str, float]:
     """Box AP@0.5 (torchmetrics, every product in the photo, distractors included), mean mask
     IoU per photo at photo resolution (the mask the pipeline ends with, :func:`photo_mask`),
-    and how often the product searched was the right one."""
+    and how often the product searched was the right one. Where it was not, two reasons are
+    told apart: ``product_detected@0.5``, the photographed product among the detections at
+    all (a miss the choice of product cannot repair), and ``searched_distractor``, of the
+    photos with a distractor the share where the distractor was searched instead."""
     ap = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5])
-    ious, right, found = [], 0, 0
+    ious, right, found, detected, distracted, with_distractor = [], 0, 0, 0, 0, 0
     for i, result in enumerate(results):
         truth = _boxes(table, i)
         predicted = [d.box for d in result.detections]
@@ -172,14 +175,20 @@ def localization_metrics(
         ious.append(float(binary_jaccard_index(
             torch.from_numpy(photo_mask(result, input_size)), torch.from_numpy(mask)
         )))  # fmt: skip
+        detected += any(_iou(box, truth[0]) >= 0.5 for box in predicted)
+        with_distractor += len(truth) > 1
         if result.localized:
             found += 1
-            right += _iou(predicted[result.searched[0]], truth[0]) >= 0.5
+            searched = predicted[result.searched[0]]
+            right += _iou(searched, truth[0]) >= 0.5
+            distracted += len(truth) > 1 and _iou(searched, truth[1]) >= 0.5
     return {
         "box_ap@0.5": float(ap.compute()["map"]),
         "mask_iou": float(np.mean(ious)),
         "product_found": found / max(1, len(results)),
         "searched_right_product": right / max(1, len(results)),
+        "product_detected@0.5": detected / max(1, len(results)),
+        "searched_distractor": distracted / max(1, with_distractor),
     }
 
 

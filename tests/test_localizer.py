@@ -104,6 +104,26 @@ def test_training_scenes_never_read_an_evaluation_background(workspace, override
         assert not names & set(pool.loc[pool["split"] == EVAL, "name"])
 
 
+def test_thin_repeat_scenes_weigh_train_products_by_their_own_masks(workspace, overrides):
+    """With ``scenes.thin_repeat`` the training scenes draw each pasteable train product by
+    the weight its cut-out mask gives it, and still compose scenes."""
+    import dataclasses
+
+    from shoplens.data.copy_paste import thin_repeat_weights
+
+    cfg = compose_config(overrides(workspace, *LOCALIZER))
+    settings = dataclasses.replace(train_localizer.scene_settings(cfg), thin_repeat=0.5)
+    module = SceneDataModule(
+        cfg.paths.catalog_dir, cfg.paths.backgrounds_dir, 64, settings, (0.5,) * 3, (0.5,) * 3,
+        4, 2, 4,
+    )  # fmt: skip
+    scenes = module.train_set
+    masks = np.load(workspace / "catalog" / "masks.npy")[scenes.rows]
+    assert np.allclose(scenes.weights.numpy(), thin_repeat_weights(masks, 0.5))
+    image, mask = scenes[0]
+    assert image.shape == (3, 64, 64) and mask.shape == (1, 64, 64)
+
+
 def test_a_trained_localizer_finds_the_product_and_the_pipeline_crops_to_it(workspace, localized):
     cfg, result, localizer = localized
     assert result["val_mask_iou"] is not None and result["global_step"] == 3 * 40
@@ -207,6 +227,23 @@ def test_scene_scales_drawn_log_uniformly_put_as_many_small_products_as_large():
         SceneSettings(scale_draw="logarithmic")
     with pytest.raises(ValueError, match="scale"):
         SceneSettings(scale=(0.0, 0.5))
+
+
+def test_thin_products_are_drawn_more_often_by_their_fill():
+    """``scenes.thin_repeat``: a strap (a tenth of its bounding square) is drawn up to
+    threshold / fill times as often as a solid block; 0 keeps every product equally likely."""
+    from shoplens.data.copy_paste import SceneSettings, thin_repeat_weights
+
+    masks = np.zeros((3, 20, 20), np.uint8)
+    masks[0, 2:18, 2:18] = 255  # a solid square: fill 1
+    masks[1, 9:11, 0:20] = 255  # a strap, 2 x 20: fill 0.1
+    # masks[2] is empty (nothing cut out): weight 1, never a division by zero
+    weights = thin_repeat_weights(masks, 0.5)
+    assert weights[0] == 1.0 and weights[2] == 1.0
+    assert weights[1] == pytest.approx(5.0)
+    assert (thin_repeat_weights(masks, 0.0) == 1.0).all()
+    with pytest.raises(ValueError, match="thin_repeat"):
+        SceneSettings(thin_repeat=-1.0)
 
 
 def test_localizer_spec_round_trips_through_json():

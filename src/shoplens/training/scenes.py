@@ -18,7 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 from shoplens.data.backgrounds import TRAIN, read_pool
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, CUTOUT, MASKS_FILE, SPLIT, read_manifest
-from shoplens.data.copy_paste import Backgrounds, SceneSettings, compose_scene, cut
+from shoplens.data.copy_paste import (
+    Backgrounds,
+    SceneSettings,
+    compose_scene,
+    cut,
+    thin_repeat_weights,
+)
 
 Stats = tuple[float, float, float]
 
@@ -37,12 +43,20 @@ class Scenes(Dataset):
         self.mean, self.std = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
         self.length, self.seed = int(length), seed
         self._images = self._masks = None  # memory maps, opened once per worker
+        self.weights = None  # None: every product as likely (and the RNG draws as before)
+        if settings.thin_repeat > 0:
+            masks = np.load(self.catalog_dir / MASKS_FILE, mmap_mode="r")
+            self.weights = torch.from_numpy(thin_repeat_weights(masks[rows], settings.thin_repeat))
 
     def __len__(self) -> int:
         return self.length
 
     def _product(self, g: torch.Generator | None):
-        row = self.rows[int(torch.randint(0, len(self.rows), (), generator=g))]
+        if self.weights is None:
+            pick = int(torch.randint(0, len(self.rows), (), generator=g))
+        else:
+            pick = int(torch.multinomial(self.weights, 1, generator=g))
+        row = self.rows[pick]
         return cut(np.asarray(self._images[row]), np.asarray(self._masks[row]))
 
     def __getitem__(self, i: int):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
+from shoplens.data.cutout import product_fill
 from shoplens.data.draws import jpeg, randint, uniform
 
 
@@ -74,21 +75,17 @@ class SceneSettings:
 def thin_repeat_weights(masks: np.ndarray, threshold: float) -> np.ndarray:
     """How often to draw each product, from its cut-out masks (N, H, W; 0 = background).
 
-    A product's fill is its mask's area over the square of its box's longer side: the share of
-    a pasted product's square that is product, since scenes scale products by their longer
-    side. Weight ``max(1, threshold / fill)``; an empty mask weighs 1.
+    A product's fill is its mask's area over the square of its box's longer side (the box
+    :func:`cut` crops to, measured by :func:`product_fill`): the share of a pasted product's
+    square that is product, since scenes scale products by their longer side. Weight
+    ``max(1, threshold / fill)``; an empty mask weighs 1.
     """
-    solid = np.asarray(masks) > 127
-    area = solid.sum(axis=(1, 2)).astype(np.float64)
-    rows, cols = solid.any(axis=2), solid.any(axis=1)
-
-    def extent(hit: np.ndarray) -> np.ndarray:
-        first, last = hit.argmax(axis=1), hit.shape[1] - hit[:, ::-1].argmax(axis=1)
-        return np.where(hit.any(axis=1), last - first, 0)
-
-    longer = np.maximum(extent(rows), extent(cols)).astype(np.float64)
-    fill = np.divide(area, longer**2, out=np.ones_like(area), where=longer > 0)
-    return np.maximum(1.0, threshold / np.maximum(fill, 1e-6))
+    weights = np.ones(len(masks))
+    for i, mask in enumerate(masks):
+        longer = product_fill(mask) * max(mask.shape)
+        if longer:
+            weights[i] = max(1.0, threshold * longer**2 / np.count_nonzero(mask))
+    return weights
 
 
 class Backgrounds:

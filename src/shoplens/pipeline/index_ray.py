@@ -42,13 +42,20 @@ class _EmbedBatches:
         return {"position": batch["position"], "embedding": self.model.embed(pixels)}
 
 
-def _init_ray(ray, address: str | None, attempts: int = 2) -> None:
+def _is_start_timeout(error: Exception) -> bool:
+    """Ray's two ways of saying a local start was too slow, neither its own exception type."""
+    return "timed out" in str(error).lower()
+
+
+def _init_ray(ray, address: str | None, attempts: int = 3) -> None:
     """Connect to ``address``, or start a local Ray when it is None.
 
-    Why the retry and the longer wait: a local head's GCS writes its port file within Ray's 30 s
-    default on an idle machine (4 s measured on 2 cores), but a busy small machine has missed it
-    (seen on CI), and a second start then succeeds. An operator's own
-    ``RAY_gcs_server_port_wait_time_s`` wins over our 90 s.
+    Why the retries and the longer wait: a local start on an idle 2-core machine takes 4 s, but
+    a busy small machine has missed both of Ray's start deadlines (seen on CI): the GCS port file
+    (a RuntimeError after ``RAY_gcs_server_port_wait_time_s``, 30 s by default: we allow 90, and
+    an operator's own setting wins) and the raylet registering with the GCS (a bare Exception
+    after 30 s that Ray hard-codes in ``ray._private.node``, so only a new start helps). A start
+    that failed for any other reason, or a cluster's, is the user's to see at once.
     """
     os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "90")
     # One ONNX Runtime / torch thread per actor: the actors share the cores between them.
@@ -58,9 +65,9 @@ def _init_ray(ray, address: str | None, attempts: int = 2) -> None:
             ray.init(address=address, runtime_env=env, include_dashboard=False,
                      log_to_driver=False, configure_logging=False)  # fmt: skip
             return
-        except RuntimeError as error:  # Ray raises a bare RuntimeError for a start timeout
+        except Exception as error:
             ray.shutdown()
-            if address is not None or attempt == attempts:
+            if address is not None or attempt == attempts or not _is_start_timeout(error):
                 raise
             log.warning("local Ray did not start (%s); starting it again", error)
 

@@ -24,12 +24,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from shoplens.query.onnx_network import session_options
+
 
 def session(path: Path, threads: int, profile: bool = False) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as served
+    options = session_options(threads)  # exactly as the service builds its sessions
     options.enable_profiling = profile
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -80,8 +79,9 @@ def main() -> None:
     parser.add_argument("--localizer-side", type=int, default=160, help="localizer.input_size")
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks/network_cost.json"))
     args = parser.parse_args()
-    graphs = {"embedder": args.onnx_dir / "embedder.onnx"}
-    graphs["localizer"] = args.onnx_dir / "localizer.onnx"
+    if "SHOPLENS_ORT_THREADS" in os.environ:
+        raise SystemExit("unset SHOPLENS_ORT_THREADS: it would override the threads compared")
+    graphs = {name: args.onnx_dir / f"{name}.onnx" for name in ("embedder", "localizer")}
     missing = [str(p) for p in graphs.values() if not p.is_file()]
     if missing:
         raise SystemExit(f"no exported graphs {missing}: run `dvc repro evaluate` first")

@@ -19,7 +19,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from shoplens.config import load_config
@@ -29,6 +28,7 @@ from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
 from shoplens.evaluation.shopper_photos import read_benchmark
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
+from shoplens.pipeline.index import embed_cache
 from shoplens.query import QueryPipeline
 from shoplens.registry.champion import load_champion
 from shoplens.tracking import configure_mlflow
@@ -42,11 +42,12 @@ def with_knob(pipeline: QueryPipeline, assignment: str) -> QueryPipeline:
     if key.startswith("localizer."):
         if spec.localizer is None:
             raise SystemExit("the champion has no localizer")
-        loc = dataclasses.replace(spec.localizer, **{key.removeprefix("localizer."): value})
-        return pipeline.with_spec(dataclasses.replace(spec, localizer=loc))
-    if key not in {f.name for f in dataclasses.fields(spec)}:
+        # LocalizerSpec refuses a field it does not have.
+        localizer = {**dataclasses.asdict(spec.localizer), key.removeprefix("localizer."): value}
+        return pipeline.with_spec(spec.with_options(localizer=localizer))
+    if key not in {f.name for f in dataclasses.fields(spec)}:  # from_dict would ignore it
         raise SystemExit(f"unknown query spec field {key!r}")
-    return pipeline.with_spec(dataclasses.replace(spec, **{key: value}))
+    return pipeline.with_spec(spec.with_options(**{key: value}))
 
 
 def main() -> None:
@@ -56,18 +57,15 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config()
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
-    champion = load_champion(args.model).pipeline
+    loaded = load_champion(args.model)
+    champion = loaded.pipeline
     variants = {"champion": champion} | {k: with_knob(champion, k) for k in args.knobs}
 
     catalog_dir, photo_dir = Path(cfg.paths.catalog_dir), Path(cfg.paths.shopper_photos_dir)
     test = read_manifest(catalog_dir).query(f"{SPLIT} == 'test'").reset_index(drop=True)
-    cache, rows = open_cache(catalog_dir / CACHE_FILE), test[CACHE_INDEX].to_numpy()
-    gallery = np.concatenate(
-        [
-            champion.embed_squares(np.asarray(cache[rows[s : s + 256]])).embeddings
-            for s in range(0, len(rows), 256)
-        ]
-    )  # fmt: skip: every variant shares the embedder, so the gallery is embedded once
+    cache = open_cache(catalog_dir / CACHE_FILE)
+    # Every variant shares the embedder: the test gallery is embedded once, as the index does.
+    gallery = embed_cache(loaded, cache, test[CACHE_INDEX].to_numpy(), batch=256)
     categories, products = test["category"].tolist(), test["product_id"].astype(str).tolist()
     small = pd.read_parquet(photo_dir / SMALL_DIR / SMALL_TABLE).assign(bucket=lambda t: t.kind)
     sets = {
@@ -85,16 +83,16 @@ def main() -> None:
             queries = found.closer_of_whole_and_crop(gallery).embeddings
             metrics = search_metrics(queries, gallery, table, categories, products)
             results[name][set_name] = {**metrics, "ms_per_photo": round(ms, 1)}
-        shop, sm = results[name]["shopper"], results[name]["small"]
+        shop, small_all = results[name]["shopper"], results[name]["small"]["all"]
         buckets = " ".join(
             f"{b} {m['category@1']:.3f}"
             for b, m in shop.items()
-            if b not in ("all", "ms_per_photo")
+            if isinstance(m, dict) and b != "all"
         )
         print(
             f"{name}: shopper category@1 {shop['all']['category@1']:.3f} product@1 "
             f"{shop['all']['product@1']:.3f} ({buckets}); small photos category@1 "
-            f"{sm['all']['category@1']:.3f}; {shop['ms_per_photo']} ms a shopper photo",
+            f"{small_all['category@1']:.3f}; {shop['ms_per_photo']} ms a shopper photo",
             flush=True,
         )
     out = Path(cfg.paths.reports_dir) / "benchmarks" / "query_variants.json"

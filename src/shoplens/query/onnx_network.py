@@ -18,6 +18,21 @@ import torch
 INPUT = "images"  # the exported graphs' input name (shoplens.registry.onnx_export)
 
 
+def session_options(threads: int = 0):
+    """ONNX Runtime's options as shoplens serves: ``threads`` intra-op threads (0: every core;
+    ``$SHOPLENS_ORT_THREADS`` wins), every graph optimisation, no spinning."""
+    import onnxruntime as ort  # imported here: only the ONNX runtime needs it
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(os.environ.get("SHOPLENS_ORT_THREADS", threads))
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No busy-waiting between runs: a search also decodes, resizes and crops with Pillow
+    # and torch, and spinning ORT threads took those cores (measured: one photo through
+    # the query pipeline 71 ms spinning, 26 ms not, torch 44 ms).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxNetwork:
     """``(N, 3, S, S)`` float tensor -> a tuple of tensors (``single``: the one tensor).
 
@@ -29,15 +44,10 @@ class OnnxNetwork:
     def __init__(self, path: str | Path, single: bool = False, threads: int = 0):
         import onnxruntime as ort  # imported here: only the ONNX runtime needs it
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("SHOPLENS_ORT_THREADS", threads))
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # No busy-waiting between runs: a search also decodes, resizes and crops with Pillow
-        # and torch, and spinning ORT threads took those cores (measured: one photo through
-        # the query pipeline 71 ms spinning, 26 ms not, torch 44 ms).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path, self.single = str(path), single
-        self.session = ort.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            self.path, session_options(threads), providers=["CPUExecutionProvider"]
+        )
 
     def __call__(self, images: torch.Tensor):
         x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)

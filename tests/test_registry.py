@@ -321,3 +321,45 @@ def test_the_same_networks_through_changed_query_code_are_another_version(stage,
     assert "registered again" not in changed["reason"]
     tags = mlflow.MlflowClient().get_model_version(NAME, str(changed["version"])).tags
     assert tags[CODE_TAG] == "0" * 64
+
+
+def test_other_served_onnx_graphs_from_the_same_checkpoints_are_another_version(stage):
+    """The served graphs are part of a version's identity: an INT8 localizer (its calibration,
+    whether it passed the agreement check) changes them with the checkpoints unchanged. Such a
+    version is gated like any challenger, not waved through as the champion repackaged."""
+    import onnx
+
+    from shoplens.registry.onnx_export import FILES
+    from shoplens.registry.versions import ONNX_TAG
+
+    cfg = _as_evaluated(stage, 4, recall=0.704)
+    path = Path(cfg.paths.reports_dir) / "evaluate" / "evaluated.json"
+    # Tests before leave other query code's sha and a refused export behind.
+    graphs = Path(cfg.paths.artifacts_dir) / "onnx"
+    onnx_ok = {"status": "ok", "sha256": {
+        name: checkpoint_sha256(graphs / file)
+        for name, file in FILES.items() if (graphs / file).is_file()
+    }}  # fmt: skip
+    evaluated = {**json.loads(path.read_text()), "onnx": onnx_ok,
+                 "query_code_sha256": register.query_code_sha256()}  # fmt: skip
+    path.write_text(json.dumps(evaluated))
+    before = register.run(cfg)
+    again = register.run(cfg)
+    assert again["reused_version"] == 1 and again["version"] == before["version"]
+    graph = graphs / FILES["embedder_onnx"]
+    original = graph.read_bytes()
+    model = onnx.load(str(graph))
+    model.doc_string = "the same network, other bytes"  # as another calibration would differ
+    onnx.save(model, str(graph))
+    sha = {**evaluated["onnx"]["sha256"], "embedder_onnx": checkpoint_sha256(graph)}
+    path.write_text(json.dumps({**evaluated, "onnx": {**evaluated["onnx"], "sha256": sha}}))
+    try:
+        changed = register.run(cfg)
+    finally:
+        graph.write_bytes(original)
+        path.write_text(json.dumps(evaluated))
+    assert changed["reused_version"] == 0 and changed["version"] > before["version"]
+    assert "registered again" not in changed["reason"]
+    tags = mlflow.MlflowClient().get_model_version(NAME, str(changed["version"])).tags
+    old = mlflow.MlflowClient().get_model_version(NAME, str(before["version"])).tags
+    assert tags[ONNX_TAG] != old[ONNX_TAG]

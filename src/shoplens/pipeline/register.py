@@ -42,6 +42,7 @@ from shoplens.registry.versions import (
     DATA_TAG,
     LOCALIZER_TAG,
     NETWORK_TAGS,
+    ONNX_TAG,
     PACKAGING_TAG,
     SPEC_TAG,
     SUPER_RESOLVER_TAG,
@@ -145,6 +146,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                           ("onnx", bool(onnx_files))) if there]  # fmt: skip
     if packaging:
         identity[PACKAGING_TAG] = ",".join(packaging)
+    if onnx_files:
+        graphs = json.dumps(evaluated["onnx"]["sha256"], sort_keys=True)
+        identity[ONNX_TAG] = content_hash(graphs.encode())
     existing = find_version(client, name, identity)
     if existing is None:
         tags = {**identity, **measured}
@@ -171,7 +175,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     champion, same_networks = None, False
     if previous is not None:
         held = client.get_model_version(name, str(previous)).tags
-        same_networks = all(held.get(tag) == identity[tag] for tag in NETWORK_TAGS)
+        same_networks = all(held.get(tag) == identity.get(tag) for tag in NETWORK_TAGS)
         champion = champion_standing(
             client, name, previous, data, Path(cfg.paths.catalog_dir),
             Path(cfg.paths.shopper_photos_dir),

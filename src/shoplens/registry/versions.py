@@ -46,7 +46,10 @@ CODE_TAG = "shoplens.query_code_sha256"  # ... and the same for another pipeline
 # a version packaged with less is not reused for the same checkpoints (the index stage could
 # not set a no-match threshold from it, serving could not run ONNX).
 PACKAGING_TAG = "shoplens.packaging"
-NETWORK_TAGS = (CHECKPOINT_TAG, LOCALIZER_TAG, SUPER_RESOLVER_TAG, SPEC_TAG, CODE_TAG)
+# The served ONNX graphs' sha256 (one hash over all): the INT8 localizer's graph depends on its
+# calibration and on whether it passed the agreement check, not on the checkpoints alone.
+ONNX_TAG = "shoplens.onnx_sha256"
+NETWORK_TAGS = (CHECKPOINT_TAG, LOCALIZER_TAG, SUPER_RESOLVER_TAG, SPEC_TAG, CODE_TAG, ONNX_TAG)
 CHUNK = 512  # images per predict call when re-measuring
 
 

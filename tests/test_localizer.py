@@ -477,3 +477,36 @@ def test_the_localizer_gate_never_compares_mask_ious_measured_differently(locali
     assert decision.promote, decision.reason
     tags = client.get_model_version(name, str(newer)).tags
     assert float(tags[IOU_TAG]) == 0.45 and float(tags[AP_TAG]) == 0.70
+
+
+@pytest.mark.parametrize("min_iou", [0.0, 1.01])
+def test_the_int8_localizer_is_served_only_where_its_masks_agree(
+    workspace, overrides, localized, tmp_path, min_iou
+):
+    """Calibrated on training scenes, checked on photos: an impossible agreement bar keeps
+    the float graph (the same bytes as exported), a met one serves the one-photo INT8 graph."""
+    from shoplens.models import build_embedder
+    from shoplens.pipeline.int8_localizer import FLOAT_FILE, serve_int8_localizer
+    from shoplens.pipeline.query_setup import embedder_forward, embedder_spec
+    from shoplens.registry.onnx_export import export_pipeline
+    from shoplens.tracking.runs import checkpoint_sha256
+
+    _, _, localizer = localized
+    cfg = compose_config(overrides(workspace, *LOCALIZER, f"query.int8_min_mask_iou={min_iou}"))
+    embedder = build_embedder(cfg.backbone, cfg.model, num_classes=3).eval()
+    spec = query_spec(
+        cfg, embedder_spec(embedder, 32, cfg.paths.catalog_dir), localizer_spec(localizer, cfg)
+    )
+    pipeline = QueryPipeline(spec, embedder_forward(embedder), localizer)
+    exported, files = export_pipeline(pipeline, embedder, localizer, tmp_path)
+    exported_sha = checkpoint_sha256(files["localizer_onnx"])
+    photos = [jpeg(np.full((80, 60, 3), 200, np.uint8)), jpeg(_composite(workspace)[0])]
+    record, served = serve_int8_localizer(cfg, exported, files, photos)
+    agreed = record["localizer_int8"]
+    assert 0.0 <= agreed["mask_iou"] <= 1.0 and agreed["served"] is (min_iou == 0.0)
+    assert served.localizer.one_photo is agreed["served"]
+    # Served: the float graph kept beside it; refused: the float graph is the one served.
+    kept = tmp_path / FLOAT_FILE if agreed["served"] else files["localizer_onnx"]
+    assert checkpoint_sha256(kept) == exported_sha
+    assert (tmp_path / FLOAT_FILE).exists() is agreed["served"]
+    assert len(served.product_masks([served.validate(p) for p in photos])) == 2

@@ -22,6 +22,8 @@ from shoplens.registry.onnx_export import (
     check,
     disagreement,
     export_pipeline,
+    mask_agreement,
+    quantize_int8,
 )
 
 TOLERANCE = 1e-4
@@ -107,3 +109,52 @@ def test_onnx_network_keeps_the_batch_dynamic(networks, tmp_path):
         assert embedded.embeddings.shape == (n, 16) and embedded.logits.shape == (n, 4)
     masks = exported.product_masks([Image.new("RGB", (50, 30), "white")] * 3)
     assert len(masks) == 3 and masks[0].shape == (64, 64)
+
+
+def _calibration(n: int = 8, side: int = 64) -> np.ndarray:
+    """Normalised images as the localizer sees them (a test's stand-in for training scenes)."""
+    images = [np.asarray(pattern(20 + i, (side, side)).convert("RGB")) for i in range(n)]
+    return (np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255 - 0.5) / 0.5
+
+
+def test_an_int8_localizer_runs_photo_by_photo_and_finds_what_the_float_one_finds(
+    networks, tmp_path
+):
+    embedder, localizer, torch_pipeline = networks
+    exported, files = export_pipeline(torch_pipeline, embedder, localizer, tmp_path)
+    int8 = quantize_int8(
+        files["localizer_onnx"], tmp_path / "int8.onnx", _calibration(), op_types=None,
+        one_photo=True,
+    )  # fmt: skip
+    again = quantize_int8(
+        files["localizer_onnx"], tmp_path / "again.onnx", _calibration(), op_types=None,
+        one_photo=True, percentile=99.99,
+    )  # fmt: skip
+    other = quantize_int8(
+        files["localizer_onnx"], tmp_path / "other.onnx", _calibration(), op_types=None,
+        one_photo=True, percentile=99.0,
+    )  # fmt: skip
+    # The same calibration gives the same bytes (a registered version is not re-made by a
+    # re-run), another calibration other bytes.
+    assert (
+        again.read_bytes()
+        == quantize_int8(
+            files["localizer_onnx"],
+            tmp_path / "again2.onnx",
+            _calibration(),
+            op_types=None,
+            one_photo=True,
+            percentile=99.99,
+        ).read_bytes()
+    )
+    assert other.read_bytes() != again.read_bytes()
+    quantized = onnx_pipeline(torch_pipeline.spec, {**files, "localizer_onnx": int8})
+    assert quantized.localizer.one_photo and not exported.localizer.one_photo
+    images = [exported.validate(p) for p in _photos()]
+    together = quantized.product_masks(images)  # three photos: run one at a time
+    for image, mask in zip(images, together, strict=True):
+        np.testing.assert_array_equal(quantized.product_masks([image])[0], mask)
+    floats = exported.product_masks(images)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(floats, together, strict=True)) < 0.1
+    assert mask_agreement(exported, exported, _photos()) == 1.0
+    assert 0.8 <= mask_agreement(exported, quantized, _photos()) <= 1.0

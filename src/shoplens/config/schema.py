@@ -268,6 +268,8 @@ class QueryConfig:
     upscale_below: int | None = MISSING  # crop side (px) under which; null: cache side / scale
     runtime: str = MISSING  # onnx | torch: what runs the networks (not in the spec: same outputs)
     onnx_tolerance: float = MISSING  # largest output difference ONNX vs torch on real images
+    localizer_int8: bool = MISSING  # serve the localizer quantized (ONNX runtime only)
+    int8_min_mask_iou: float = MISSING  # ... where its masks agree this well with float's
 
 
 @dataclass

@@ -60,6 +60,7 @@ from shoplens.evaluation.shopper_photos import MASKS_DIR, read_benchmark, read_p
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
 from shoplens.models import Embedder, build_embedder
+from shoplens.pipeline.int8_localizer import serve_int8_localizer
 from shoplens.pipeline.query_setup import (
     baseline_pipeline,
     embedder_spec,
@@ -77,6 +78,7 @@ from shoplens.training.module import EmbedderModule
 
 log = logging.getLogger(__name__)
 CHECK_SQUARES, CHECK_PHOTOS = 32, 8  # real inputs the ONNX graphs are checked on
+INT8_CHECK_PHOTOS = 32  # photos an INT8 localizer's masks must agree with the float one's on
 
 
 def build_baseline(train_cfg: DictConfig, num_classes: int, seed: int) -> Embedder:
@@ -174,12 +176,13 @@ def _export_onnx(
     try:
         exported, files = export_pipeline(tuned, embedder, localizer, out, super_resolver)
         rows = np.sort(test[CACHE_INDEX].to_numpy()[:CHECK_SQUARES])
-        photos = read_benchmark(cfg.paths.shopper_photos_dir)["photo"].head(CHECK_PHOTOS)
+        names = read_benchmark(cfg.paths.shopper_photos_dir)["photo"].head(INT8_CHECK_PHOTOS)
+        photos = [read_photo(cfg.paths.shopper_photos_dir, name) for name in names]
         differences = disagreement(
-            tuned, exported, np.asarray(cache[rows]),
-            [read_photo(cfg.paths.shopper_photos_dir, name) for name in photos],
+            tuned, exported, np.asarray(cache[rows]), photos[:CHECK_PHOTOS]
         )  # fmt: skip
         check(differences, float(cfg.query.onnx_tolerance))
+        int8, exported = serve_int8_localizer(cfg, exported, files, photos)
     except OnnxExportError as err:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)  # the stage's output exists either way; it says why it is empty
@@ -187,7 +190,7 @@ def _export_onnx(
         return {"status": "failed", "reason": str(err)}, None
     log.info("ONNX export agrees with torch: %s", differences)
     sha = {name: checkpoint_sha256(path) for name, path in files.items()}
-    return {"status": "ok", "max_difference": differences, "sha256": sha}, exported
+    return {"status": "ok", "max_difference": differences, "sha256": sha, **int8}, exported
 
 
 def _embed_test(pipeline: QueryPipeline, cache, test: pd.DataFrame, name: str):

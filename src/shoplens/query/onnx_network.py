@@ -48,10 +48,16 @@ class OnnxNetwork:
         self.session = ort.InferenceSession(
             self.path, session_options(threads), providers=["CPUExecutionProvider"]
         )
+        # A graph whose batch is fixed at 1 (the INT8 localizer: registry/onnx_export.py).
+        self.one_photo = self.session.get_inputs()[0].shape[0] == 1
 
     def __call__(self, images: torch.Tensor):
         x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        outputs = [torch.from_numpy(o) for o in self.session.run(None, {INPUT: x})]
+        if self.one_photo and len(x) > 1:  # a graph made for /search's single photo
+            runs = [self.session.run(None, {INPUT: x[i : i + 1]}) for i in range(len(x))]
+            outputs = [torch.from_numpy(np.concatenate(parts)) for parts in zip(*runs, strict=True)]
+        else:
+            outputs = [torch.from_numpy(o) for o in self.session.run(None, {INPUT: x})]
         return outputs[0] if self.single else tuple(outputs)
 
 

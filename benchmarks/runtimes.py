@@ -21,6 +21,8 @@ it ships, and those graphs quantized to INT8 here):
 INT8: ONNX Runtime static quantization of the shipped graphs (convolutions only,
 ``shoplens.registry.onnx_export.quantize_int8``), calibrated on *training* data only
 (train-split catalog photos, training-background photographs), never on what is measured.
+A localizer shipped as INT8 already (``query.localizer_int8``) is used as shipped, in both
+the ONNX and the INT8 rows.
 """
 
 from __future__ import annotations
@@ -79,7 +81,9 @@ def int8_pipeline(cfg, onnx: QueryPipeline, graphs: Path, out: Path) -> QueryPip
         graphs / FILES["embedder_onnx"], out / "embedder_int8.onnx",
         np.concatenate(embedder.inputs),
     )}  # fmt: skip
-    if localizer is not None:
+    if localizer is not None and onnx.localizer.one_photo:  # served as INT8 already
+        files["localizer_onnx"] = graphs / FILES["localizer_onnx"]
+    elif localizer is not None:
         rng, scenes = np.random.default_rng(1), []
         for photo in read_pool(cfg.paths.backgrounds_dir, TRAIN).values():
             h, w = photo.shape[:2]

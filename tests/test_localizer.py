@@ -479,20 +479,28 @@ def test_the_localizer_gate_never_compares_mask_ious_measured_differently(locali
     assert float(tags[IOU_TAG]) == 0.45 and float(tags[AP_TAG]) == 0.70
 
 
-@pytest.mark.parametrize("min_iou", [0.0, 1.01])
+@pytest.mark.parametrize("case", ["agrees", "cannot agree", "cannot be quantized"])
 def test_the_int8_localizer_is_served_only_where_its_masks_agree(
-    workspace, overrides, localized, tmp_path, min_iou
+    workspace, overrides, localized, tmp_path, monkeypatch, case
 ):
-    """Calibrated on training scenes, checked on photos: an impossible agreement bar keeps
-    the float graph (the same bytes as exported), a met one serves the one-photo INT8 graph."""
+    """Calibrated on training scenes, checked on photos: a met agreement bar serves the
+    one-photo INT8 graph; an impossible bar, or a graph that cannot be quantized, keeps the
+    float graph (the same bytes as exported) and says so."""
     from shoplens.models import build_embedder
-    from shoplens.pipeline.int8_localizer import FLOAT_FILE, serve_int8_localizer
+    from shoplens.pipeline import int8_localizer
     from shoplens.pipeline.query_setup import embedder_forward, embedder_spec
     from shoplens.registry.onnx_export import export_pipeline
     from shoplens.tracking.runs import checkpoint_sha256
 
     _, _, localizer = localized
+    min_iou = 1.01 if case == "cannot agree" else 0.0
     cfg = compose_config(overrides(workspace, *LOCALIZER, f"query.int8_min_mask_iou={min_iou}"))
+    if case == "cannot be quantized":
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("no kernel for this operator")
+
+        monkeypatch.setattr(int8_localizer, "quantize_int8", refuse)
     embedder = build_embedder(cfg.backbone, cfg.model, num_classes=3).eval()
     spec = query_spec(
         cfg, embedder_spec(embedder, 32, cfg.paths.catalog_dir), localizer_spec(localizer, cfg)
@@ -501,12 +509,17 @@ def test_the_int8_localizer_is_served_only_where_its_masks_agree(
     exported, files = export_pipeline(pipeline, embedder, localizer, tmp_path)
     exported_sha = checkpoint_sha256(files["localizer_onnx"])
     photos = [jpeg(np.full((80, 60, 3), 200, np.uint8)), jpeg(_composite(workspace)[0])]
-    record, served = serve_int8_localizer(cfg, exported, files, photos)
-    agreed = record["localizer_int8"]
-    assert 0.0 <= agreed["mask_iou"] <= 1.0 and agreed["served"] is (min_iou == 0.0)
-    assert served.localizer.one_photo is agreed["served"]
+    record, served = int8_localizer.serve_int8_localizer(cfg, exported, files, photos)
+    outcome = record["localizer_int8"]
+    assert outcome["served"] is (case == "agrees")
+    if case == "cannot be quantized":
+        assert "no kernel for this operator" in outcome["reason"]
+    else:
+        assert 0.0 <= outcome["mask_iou"] <= 1.0
+    assert served.localizer.one_photo is outcome["served"]
     # Served: the float graph kept beside it; refused: the float graph is the one served.
-    kept = tmp_path / FLOAT_FILE if agreed["served"] else files["localizer_onnx"]
+    float_file = tmp_path / int8_localizer.FLOAT_FILE
+    kept = float_file if outcome["served"] else files["localizer_onnx"]
     assert checkpoint_sha256(kept) == exported_sha
-    assert (tmp_path / FLOAT_FILE).exists() is agreed["served"]
+    assert float_file.exists() is outcome["served"]
     assert len(served.product_masks([served.validate(p) for p in photos])) == 2

@@ -65,9 +65,15 @@ def serve_int8_localizer(
     float_graph = graph.with_name(FLOAT_FILE)
     graph.replace(float_graph)
     calibration = calibration_scenes(cfg, exported, CALIBRATION_SCENES)
-    quantize_int8(float_graph, graph, calibration, op_types=None, one_photo=True,
-                  percentile=CALIBRATION_PERCENTILE)  # fmt: skip
-    candidate = onnx_pipeline(spec, files)
+    try:
+        quantize_int8(float_graph, graph, calibration, op_types=None, one_photo=True,
+                      percentile=CALIBRATION_PERCENTILE)  # fmt: skip
+        candidate = onnx_pipeline(spec, files)
+    except Exception as err:  # a graph ONNX Runtime cannot quantize: the float one serves
+        log.warning("INT8 localizer: quantization failed (%s): the float graph is served", err)
+        float_graph.replace(graph)
+        reason = f"{type(err).__name__}: {err}"
+        return {"localizer_int8": {"served": False, "reason": reason}}, exported
     iou = mask_agreement(exported, candidate, photos)
     served = iou >= float(cfg.query.int8_min_mask_iou)
     log.info("INT8 localizer: masks agree with the float graph's at IoU %.3f: %s", iou,

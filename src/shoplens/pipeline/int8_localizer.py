@@ -78,7 +78,7 @@ def serve_int8_localizer(
     served = iou >= float(cfg.query.int8_min_mask_iou)
     log.info("INT8 localizer: masks agree with the float graph's at IoU %.3f: %s", iou,
              "served" if served else "not served, the float graph is")  # fmt: skip
-    if not served:
+    if not served:  # the float graph back in place; ``exported`` already runs it
         float_graph.replace(graph)
-        candidate = onnx_pipeline(spec, files)
+        candidate = exported
     return {"localizer_int8": {"served": served, "mask_iou": round(iou, 4)}}, candidate

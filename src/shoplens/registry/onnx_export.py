@@ -232,11 +232,20 @@ def mask_agreement(reference: QueryPipeline, candidate: QueryPipeline, photos) -
     """Mean IoU, photo by photo, of the two pipelines' product masks (probability at least the
     spec's threshold) on ``photos``: how nearly a quantized localizer finds what the float one
     does (1.0: the same pixels; an empty pair counts as agreeing)."""
+    from torchmetrics.functional.classification import binary_jaccard_index
+
     threshold = reference.spec.localizer.threshold
     images = [reference.validate(p) for p in photos]
-    ious = []
-    for a, b in zip(reference.product_masks(images), candidate.product_masks(images), strict=True):
-        a, b = a >= threshold, b >= threshold
-        union = np.logical_or(a, b).sum()
-        ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+    ious = [
+        float(
+            binary_jaccard_index(
+                torch.from_numpy(a >= threshold).int(),
+                torch.from_numpy(b >= threshold).int(),
+                zero_division=1.0,
+            )
+        )  # fmt: skip
+        for a, b in zip(
+            reference.product_masks(images), candidate.product_masks(images), strict=True
+        )
+    ]
     return float(np.mean(ious))

@@ -20,6 +20,7 @@ from shoplens.pipeline import train_localizer
 from shoplens.pipeline.query_setup import load_localizer, localizer_spec, query_spec
 from shoplens.query import EmbedderSpec, LocalizerSpec, QueryPipeline, QuerySpec
 from shoplens.query.pipeline import WHOLE_FRAME
+from shoplens.training import localizer_setup
 from shoplens.training.scenes import SceneDataModule
 
 LOCALIZER = (
@@ -96,7 +97,7 @@ def test_training_scenes_never_read_an_evaluation_background(workspace, override
     pool = pd.read_csv(workspace / "backgrounds" / POOL_FILE)
     module = SceneDataModule(
         cfg.paths.catalog_dir, cfg.paths.backgrounds_dir, 64,
-        train_localizer.scene_settings(cfg), (0.5,) * 3, (0.5,) * 3, 4, 2, 4,
+        localizer_setup.scene_settings(cfg), (0.5,) * 3, (0.5,) * 3, 4, 2, 4,
     )  # fmt: skip
     for scenes in (module.train_set, module.val_set):
         names = set(scenes.backgrounds.names)
@@ -112,7 +113,7 @@ def test_thin_repeat_scenes_weigh_train_products_by_their_own_masks(workspace, o
     from shoplens.data.copy_paste import thin_repeat_weights
 
     cfg = compose_config(overrides(workspace, *LOCALIZER))
-    settings = dataclasses.replace(train_localizer.scene_settings(cfg), thin_repeat=0.5)
+    settings = dataclasses.replace(localizer_setup.scene_settings(cfg), thin_repeat=0.5)
     module = SceneDataModule(
         cfg.paths.catalog_dir, cfg.paths.backgrounds_dir, 64, settings, (0.5,) * 3, (0.5,) * 3,
         4, 2, 4,

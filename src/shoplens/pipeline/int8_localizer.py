@@ -24,10 +24,10 @@ from omegaconf import DictConfig
 
 from shoplens.data.backgrounds import TRAIN, read_pool
 from shoplens.data.catalog import read_manifest
-from shoplens.pipeline.train_localizer import scene_settings
 from shoplens.query import QueryPipeline
 from shoplens.query.onnx_network import onnx_pipeline
 from shoplens.registry.onnx_export import mask_agreement, quantize_int8
+from shoplens.training.localizer_setup import scene_settings
 from shoplens.training.scenes import Scenes, pasteable_rows
 
 log = logging.getLogger(__name__)

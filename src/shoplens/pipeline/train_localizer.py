@@ -16,18 +16,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from shoplens.data.copy_paste import SceneSettings
 from shoplens.tracking import configure_mlflow, data_version, git_commit
-from shoplens.training.localizer_module import MONITOR, LocalizerModule
-from shoplens.training.scenes import SceneDataModule
+from shoplens.training.localizer_module import MONITOR
+from shoplens.training.localizer_setup import build
 from shoplens.training.trainer import build_trainer
 
 log = logging.getLogger(__name__)
-
-
-def scene_settings(cfg: DictConfig) -> SceneSettings:
-    values = OmegaConf.to_container(cfg.localizer.scenes, resolve=True)
-    return SceneSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -35,14 +29,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loc = cfg.localizer
     out_dir = Path(loc.checkpoint).parent
     reports = Path(cfg.paths.reports_dir) / "localizer"
-    module = LocalizerModule(OmegaConf.to_container(cfg, resolve=True))
-    spec = module.localizer.preprocessing
-    datamodule = SceneDataModule(
-        cfg.paths.catalog_dir, cfg.paths.backgrounds_dir, int(loc.input_size), scene_settings(cfg),
-        spec.mean, spec.std, batch_size=int(loc.batch_size),
-        steps_per_epoch=int(loc.steps_per_epoch), val_scenes=int(loc.val_scenes),
-        num_workers=int(cfg.data.num_workers), seed=int(cfg.seed),
-    )  # fmt: skip
+    module, datamodule = build(cfg)
     uri = configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
     version = data_version(cfg.paths.catalog_dir)
     logger = instantiate(

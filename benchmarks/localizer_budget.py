@@ -5,7 +5,9 @@ Each ``--run NAME=OVERRIDES`` trains the localizer as the ``train_localizer`` st
 composed ``conf/``), without MLflow, with its own comma-separated Hydra overrides on top of
 ``--common``. For each run: wall time, steps and scenes per second, best val mask IoU, and a
 weights-only checkpoint (``OUT/NAME/best.ckpt``) that ``shoplens evaluate`` can measure on the
-shopper-photo benchmark in place of ``artifacts/localizer/best.ckpt``.
+shopper-photo benchmark in place of ``artifacts/localizer/best.ckpt``. The val IoU is the
+stage's checkpoint signal (val products on *training* backgrounds, the training generator's
+scenes), not an evaluation: only evaluate's held-apart benchmark says what a budget buys.
 
     python benchmarks/localizer_budget.py --out /tmp/budget --common trainer=gpu \\
         --run demo= --run x8=localizer.batch_size=64,localizer.steps_per_epoch=1500

@@ -16,6 +16,10 @@ from shoplens.pipeline import evaluate, index, register
 
 # Small limits so the "too large" cases need no large test files.
 LIMITS = ("search.max_upload_bytes=60000", "search.max_pixels=20000", "search.k_max=20")
+# The tiny model's head is barely trained and its cosines all sit near 1, so a category prior
+# would rank by the head alone: these tests check the cosine path, and
+# test_search_ranks_with_the_registered_category_prior (test_serving.py) the prior's.
+RANKING = ("query.category_prior=0.0",)
 TOKEN = "test-write-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -30,7 +34,7 @@ def token_file(directory: Path) -> str:
 def build_index(trained: list[str]):
     """Evaluate, register (champion: the first version) and index; returns the config."""
     workspace = Path(str(compose_config(trained).paths.catalog_dir)).parent
-    args = [*trained, *LIMITS, token_file(workspace)]
+    args = [*trained, *LIMITS, *RANKING, token_file(workspace)]
     cfg = compose_config(args)
     evaluate.run(cfg)
     mlflow.set_tracking_uri(cfg.tracking.uri)

@@ -37,7 +37,7 @@ from shoplens.config import compose_config
 from shoplens.data.cache import open_cache
 from shoplens.evaluation.no_match import Calibration
 from shoplens.registry.champion import load_champion
-from shoplens.search import CatalogIndex, IndexModelMismatch
+from shoplens.search import CatalogIndex, IndexModelMismatch, category_log_prior, search_with_prior
 from shoplens.serving.app import create_app
 from shoplens.serving.searcher import Searcher
 
@@ -92,6 +92,36 @@ def test_catalog_photo_finds_its_product_and_category_filter(client, catalog):
     similar = client.get(f"/products/{row['product_id']}/similar", params={"k": 3}).json()
     assert len(similar["results"]) == 3
     assert row["product_id"] not in {r["product_id"] for r in similar["results"]}
+
+
+def test_search_ranks_with_the_registered_category_prior(setup, client, catalog):
+    """With a category prior in the model's spec, /search returns the prior-ranked products
+    (search_with_prior on the photo's own embedding and head), keeps their cosine scores, and
+    decides `match` on the closest photo's similarity."""
+    searcher = client.app.state.searcher
+    plain = searcher.pipeline
+    searcher.pipeline = plain.with_spec(plain.spec.with_options(category_prior=0.5))
+    try:
+        photo = Path(catalog.iloc[3]["path"]).read_bytes()
+        body = _search(client, photo, k=5).json()
+        result = searcher.pipeline.query(photo)
+        rows = [(result.embeddings[0], result.logits[0])]
+        if result.whole_embedding is not None:  # searched whole too: the closer one answers
+            rows.append((result.whole_embedding, result.whole_logits))
+        found = [
+            search_with_prior(searcher.index, vector, 5,
+                              category_log_prior(logits, searcher.model.categories), 0.5)
+            for vector, logits in rows
+        ]  # fmt: skip
+        hits, best = found[0] if len(found) == 1 or found[0][1] >= found[1][1] else found[1]
+    finally:
+        searcher.pipeline = plain
+    assert [r["product_id"] for r in body["results"]] == [h.product_id for h in hits]
+    assert [r["score"] for r in body["results"]] == pytest.approx([h.score for h in hits])
+    assert body["match"] is (best >= body["match_threshold"])
+    cosine = _search(client, photo, k=5).json()  # the registered spec again: cosine order
+    scores = [r["score"] for r in cosine["results"]]
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_an_uploaded_catalog_photo_is_preprocessed_exactly_like_its_indexed_copy(

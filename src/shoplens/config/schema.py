@@ -266,6 +266,7 @@ class QueryConfig:
     whole_frame_above: float = MISSING  # main box spans this share of the side: try whole too
     super_resolve: bool = MISSING  # small crops through the super-resolver first
     upscale_below: int | None = MISSING  # crop side (px) under which; null: cache side / scale
+    category_prior: float = MISSING  # rank by cosine + this x log p(category); 0: cosine only
     runtime: str = MISSING  # onnx | torch: what runs the networks (not in the spec: same outputs)
     onnx_tolerance: float = MISSING  # largest output difference ONNX vs torch on real images
     localizer_int8: bool = MISSING  # serve the localizer quantized (ONNX runtime only)

@@ -26,12 +26,21 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.functional.classification import binary_jaccard_index
 from tqdm import tqdm
 
-from shoplens.evaluation.retrieval import recall_at_k
+from shoplens.evaluation.retrieval import prior_bias, recall_at_k
 from shoplens.evaluation.shopper_photos import PRODUCT, read_mask, read_photo
 from shoplens.query import Detection, QueryPipeline, QueryResult
 from shoplens.query.localize import Letterbox
 
 BATCH = 32  # photos per query_batch call
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Search's category prior (:mod:`shoplens.search.category_prior`): its weight, and the
+    gallery's labels in the category head's class order."""
+
+    weight: float
+    gallery_labels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -47,17 +56,21 @@ class Answers:
 
     embeddings: np.ndarray
     results: list[QueryResult | None]  # None for oracle variants
+    logits: np.ndarray | None = None  # the category head's, per row (None: no head)
 
     def closer_of_whole_and_crop(self, gallery: np.ndarray) -> Answers:
         """Where the pipeline embedded the whole photo too (QueryResult.whole_embedding),
         search with whichever finds the closer gallery match: what the service does."""
         chosen = self.embeddings.copy()
+        logits = None if self.logits is None else self.logits.copy()
         for i, result in enumerate(self.results):
             if result is not None and result.whole_embedding is not None:
                 whole = result.whole_embedding
                 if float((gallery @ whole).max()) > float((gallery @ chosen[i]).max()):
                     chosen[i] = whole
-        return Answers(chosen, self.results)
+                    if logits is not None and result.whole_logits is not None:
+                        logits[i] = result.whole_logits
+        return Answers(chosen, self.results, logits)
 
 
 def _oracle(pipeline: QueryPipeline, photo: bytes, mask: np.ndarray, use_mask: bool) -> np.ndarray:
@@ -88,9 +101,8 @@ def answer(variant: Variant, table: pd.DataFrame, photo_dir: Path) -> Answers:
             )
             for n in tqdm(names, desc=f"{variant.name} crops", unit="photo", mininterval=2.0)
         ]
-        return Answers(
-            variant.pipeline.embed_squares(np.stack(crops)).embeddings, [None] * len(names)
-        )
+        embedded = variant.pipeline.embed_squares(np.stack(crops))
+        return Answers(embedded.embeddings, [None] * len(names), embedded.logits)
     results: list[QueryResult] = []
     localize = variant.mode == "localize"
     for start in tqdm(
@@ -98,7 +110,10 @@ def answer(variant: Variant, table: pd.DataFrame, photo_dir: Path) -> Answers:
     ):
         photos = [read_photo(photo_dir, n) for n in names[start : start + BATCH]]
         results += variant.pipeline.query_batch(photos, localize=localize)
-    return Answers(np.stack([r.embeddings[0] for r in results]), list(results))
+    logits = None
+    if results and all(r.logits is not None for r in results):
+        logits = np.stack([r.logits[0] for r in results])
+    return Answers(np.stack([r.embeddings[0] for r in results]), list(results), logits)
 
 
 def search_metrics(
@@ -107,8 +122,12 @@ def search_metrics(
     table: pd.DataFrame,
     gallery_categories: Sequence[str],
     gallery_products: Sequence[str],
+    prior: Prior | None = None,
+    query_logits: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{"all" | bucket: {"category@1", "category@5", "product@1", "photos"}}``."""
+    """``{"all" | bucket: {"category@1", "category@5", "product@1", "photos"}}``, ranked as
+    search ranks: by cosine, plus the category prior where ``prior`` and ``query_logits``
+    are given."""
     categories = {c: i for i, c in enumerate(sorted(set(gallery_categories)))}
     products = {p: i for i, p in enumerate(dict.fromkeys(gallery_products))}
     g_cat = torch.tensor([categories[c] for c in gallery_categories])
@@ -116,13 +135,17 @@ def search_metrics(
     q_cat = torch.tensor([categories.get(c, -1) for c in table["category"]])
     q_prod = torch.tensor([products.get(str(p), -1) for p in table["product_id"]])
     q, g = torch.from_numpy(np.asarray(queries)), torch.from_numpy(np.asarray(gallery))
+    bias = None
+    if prior is not None and prior.weight > 0 and query_logits is not None:
+        bias = torch.from_numpy(prior_bias(query_logits, prior.gallery_labels, prior.weight))
     out = {}
     for bucket in ["all", *dict.fromkeys(table["bucket"])]:
         rows = torch.ones(len(table), dtype=torch.bool)
         if bucket != "all":
             rows = torch.from_numpy((table["bucket"] == bucket).to_numpy())
-        cat = recall_at_k(q[rows], q_cat[rows], g, g_cat, ks=(1, 5))
-        prod = recall_at_k(q[rows], q_prod[rows], g, g_prod, ks=(1,))
+        b = None if bias is None else bias[rows]
+        cat = recall_at_k(q[rows], q_cat[rows], g, g_cat, ks=(1, 5), bias=b)
+        prod = recall_at_k(q[rows], q_prod[rows], g, g_prod, ks=(1,), bias=b)
         out[bucket] = {
             "category@1": cat["recall@1"],
             "category@5": cat["recall@5"],
@@ -225,6 +248,12 @@ def _iou(a, b) -> float:
     return inter / union if union else 0.0
 
 
+def prior_of(pipeline: QueryPipeline, gallery_labels: np.ndarray | None) -> Prior | None:
+    """The category prior ``pipeline``'s spec ranks search with (None: cosine only)."""
+    weight = pipeline.spec.category_prior
+    return None if gallery_labels is None or weight <= 0 else Prior(weight, gallery_labels)
+
+
 def run_benchmark(
     variants: Sequence[Variant],
     table: pd.DataFrame,
@@ -232,8 +261,10 @@ def run_benchmark(
     gallery: Callable[[QueryPipeline], np.ndarray],
     gallery_categories: Sequence[str],
     gallery_products: Sequence[str],
+    gallery_labels: np.ndarray | None = None,
 ) -> tuple[dict[str, dict], dict[str, Answers]]:
-    """Metrics per variant (and localization metrics where it localized), plus the answers."""
+    """Metrics per variant (and localization metrics where it localized), plus the answers.
+    ``gallery_labels`` (the head's class order): rank with each variant's category prior."""
     metrics, answers, galleries = {}, {}, {}
     for variant in variants:
         key = id(variant.pipeline.embedder)
@@ -242,8 +273,9 @@ def run_benchmark(
         found = answer(variant, table, photo_dir).closer_of_whole_and_crop(galleries[key])
         answers[variant.name] = found
         metrics[variant.name] = search_metrics(
-            found.embeddings, galleries[key], table, gallery_categories, gallery_products
-        )
+            found.embeddings, galleries[key], table, gallery_categories, gallery_products,
+            prior_of(variant.pipeline, gallery_labels), found.logits,
+        )  # fmt: skip
         if variant.mode == "localize":
             side = variant.pipeline.spec.localizer.input_size
             metrics[variant.name]["localization"] = localization_metrics(

@@ -18,7 +18,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from shoplens.evaluation.retrieval import cosine_scores, map_at_r, recall_at_k
+from shoplens.evaluation.retrieval import cosine_scores, map_at_r, prior_bias, recall_at_k
 
 MODELS = ("baseline", "finetuned")
 
@@ -145,6 +145,7 @@ def compare(
     categories: Sequence[str],
     ks: Sequence[int],
     narrow_top_categories: int = 2,
+    category_prior: float = 0.0,
 ) -> Comparison:
     """Metrics of both models from their embeddings of the test split.
 
@@ -152,7 +153,10 @@ def compare(
     ``is_query``); queries rank against the gallery. Category predictions come from the head
     where there is one, else from the nearest gallery image (what search would show). With a
     head, the fine-tuned block also holds Recall@K narrowed to the head's
-    ``narrow_top_categories`` categories. Shopper photos are measured apart, on the photo
+    ``narrow_top_categories`` categories. With a head and ``category_prior`` > 0 the
+    fine-tuned model's Recall@K ranks as search does, by cosine + the head's log prior
+    (:mod:`shoplens.search.category_prior`), and ``cosine_recall@K`` keeps the plain cosine
+    ranking beside it (MAP@R stays cosine). Shopper photos are measured apart, on the photo
     benchmark (:mod:`shoplens.evaluation.photo_benchmark`).
     """
     is_query, labels = clean["is_query"], clean["labels"]
@@ -175,5 +179,14 @@ def compare(
             queries, clean["logits"][is_query], query_labels, gallery, gallery_labels, ks,
             top_categories=narrow_top_categories,
         )  # fmt: skip
+        if category_prior > 0:
+            bias = prior_bias(clean["logits"][is_query].numpy(), gallery_labels.numpy(),
+                              category_prior)  # fmt: skip
+            ranked = recall_at_k(queries, query_labels, gallery, gallery_labels, ks,
+                                 bias=torch.from_numpy(bias))  # fmt: skip
+            metrics["finetuned"] |= {
+                **{f"cosine_{n}": metrics["finetuned"][n] for n in ranked},
+                **ranked,
+            }
     per_category = per_category_recall(pairs, query_labels, gallery_labels, categories)
     return Comparison(metrics, actual, predicted, confusion, per_category)

@@ -10,10 +10,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+from scipy.special import log_softmax
 from torchmetrics.retrieval import RetrievalHitRate
+
+
+def prior_bias(logits: np.ndarray, gallery_labels: np.ndarray, weight: float) -> np.ndarray:
+    """``[queries, gallery]`` term search adds to cosine scores when it ranks with the category
+    head's prior: ``weight * log p(label_g | query)``, the head's classes in label order
+    (:mod:`shoplens.search.category_prior`, which ranks the served index by the same term)."""
+    logp = log_softmax(np.asarray(logits, np.float64), axis=1)
+    return (weight * logp[:, np.asarray(gallery_labels, np.int64)]).astype(np.float32)
 
 
 def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
@@ -42,11 +52,16 @@ def recall_at_k(
     gallery_labels: torch.Tensor,
     ks: Sequence[int] = (1, 5, 10),
     allowed: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """``allowed``: optional ``[queries, gallery]`` mask of what each query's search may
     return; the rest rank below every allowed image (cosine scores are >= -1) and never count
-    as hits, as if search had never looked at them."""
+    as hits, as if search had never looked at them. ``bias``: optional ``[queries, gallery]``
+    term added to the cosine scores before ranking (the category prior search ranks by,
+    :func:`shoplens.search.prior_bias`)."""
     scores = cosine_scores(queries, gallery)
+    if bias is not None:
+        scores = scores + bias.to(scores.dtype)
     relevant = query_labels[:, None] == gallery_labels[None, :]
     if allowed is not None:
         scores = scores.masked_fill(~allowed.bool(), -3.0)

@@ -51,6 +51,7 @@ from shoplens.evaluation.photo_benchmark import (
     Answers,
     Variant,
     answer,
+    prior_of,
     run_benchmark,
     search_metrics,
 )
@@ -212,7 +213,8 @@ def _clean(cfg, test: pd.DataFrame, categories, galleries, out_dir: Path) -> dic
     clean["is_query"] = torch.from_numpy((test[ROLE] == QUERY).to_numpy())
     if galleries["finetuned"].logits is not None:
         clean["logits"] = torch.from_numpy(galleries["finetuned"].logits)
-    result = compare(clean, categories, cfg.evaluate.ks, int(cfg.search.narrow_top_categories))
+    result = compare(clean, categories, cfg.evaluate.ks, int(cfg.search.narrow_top_categories),
+                     float(cfg.query.category_prior))  # fmt: skip
     _write_plots(result, categories, out_dir)
     return result.metrics
 
@@ -237,7 +239,8 @@ def _photos(cfg, test: pd.DataFrame, pipelines, galleries, cache, out_dir: Path)
     if tuned.can_localize:
         variants.insert(2, Variant("pipeline", tuned, "localize"))
     products, cats = test["product_id"].astype(str).tolist(), test["category"].tolist()
-    metrics, answers = run_benchmark(variants, table, photo_dir, gallery, cats, products)
+    labels = test[LABEL].to_numpy()
+    metrics, answers = run_benchmark(variants, table, photo_dir, gallery, cats, products, labels)
     _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir)
     pd.DataFrame(
         [
@@ -273,13 +276,14 @@ def _small_photos(cfg, test: pd.DataFrame, tuned: QueryPipeline, gallery: Embedd
         if switchable:
             variants.append(Variant(f"oracle_mask{suffix}", flipped, "oracle_mask"))
     products, cats = test["product_id"].astype(str).tolist(), test["category"].tolist()
-    metrics = {}
+    metrics, labels = {}, test[LABEL].to_numpy()
     for variant in variants:
         found = answer(variant, table, directory)
         if variant.mode == "localize":
             found = found.closer_of_whole_and_crop(gallery.embeddings)
         metrics[variant.name] = search_metrics(found.embeddings, gallery.embeddings, table,
-                                               cats, products)  # fmt: skip
+                                               cats, products, prior_of(tuned, labels),
+                                               found.logits)  # fmt: skip
     return metrics
 
 

@@ -59,6 +59,7 @@ def query_spec(
         },
         upscale=upscale,
         super_resolve=bool(cfg.query.super_resolve),
+        category_prior=float(cfg.query.category_prior) if embedder.num_classes else 0.0,
     )
 
 

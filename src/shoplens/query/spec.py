@@ -78,6 +78,10 @@ class QuerySpec:
     limits: dict[str, int] = field(default_factory=dict)
     upscale: UpscaleSpec | None = None  # None: the model carries no super-resolver
     super_resolve: bool = True  # off: small crops are only letterboxed (also without one)
+    # Search ranks by cosine + this x log p(category | photo) from the embedder's head
+    # (shoplens.search.category_prior; 0: cosine only). The head's logits have this model's
+    # scale, so the weight chosen for it travels with it.
+    category_prior: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,6 +103,7 @@ class QuerySpec:
             limits=dict(values.get("limits", {})),
             upscale=UpscaleSpec(int(up["scale"]), int(up["below"])) if up else None,
             super_resolve=bool(values.get("super_resolve", True)),
+            category_prior=float(values.get("category_prior", 0.0)),
         )
 
     def with_options(self, **changes: Any) -> QuerySpec:

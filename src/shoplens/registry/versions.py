@@ -23,8 +23,14 @@ from mlflow.entities.model_registry import ModelVersion
 
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, QUERY, ROLE, SPLIT, read_catalog
-from shoplens.evaluation.photo_benchmark import Variant, answer, run_benchmark, search_metrics
-from shoplens.evaluation.retrieval import recall_at_k, split_query_gallery
+from shoplens.evaluation.photo_benchmark import (
+    Variant,
+    answer,
+    prior_of,
+    run_benchmark,
+    search_metrics,
+)
+from shoplens.evaluation.retrieval import prior_bias, recall_at_k, split_query_gallery
 from shoplens.evaluation.shopper_photos import read_benchmark
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
@@ -203,14 +209,16 @@ def _remeasure_small(model_uri: str, catalog_dir: Path, photos_dir: Path | None)
     try:
         model = mlflow.pyfunc.load_model(model_uri)
         pipeline = model.unwrap_python_model().pipeline
-        test, gallery = _test_gallery(pipeline.embed_squares, catalog_dir)
+        test, gallery, _ = _test_gallery(pipeline.embed_squares, catalog_dir)
         table = pd.read_parquet(directory / SMALL_TABLE).assign(bucket=lambda t: t["kind"])
         mode = "localize" if pipeline.can_localize else "frame"
         found = answer(Variant("registered", pipeline, mode), table, directory)
         if mode == "localize":
             found = found.closer_of_whole_and_crop(gallery)
         metrics = search_metrics(found.embeddings, gallery, table, test["category"].tolist(),
-                                 test["product_id"].astype(str).tolist())  # fmt: skip
+                                 test["product_id"].astype(str).tolist(),
+                                 prior_of(pipeline, test["label"].to_numpy()),
+                                 found.logits)  # fmt: skip
     except Exception as err:  # an old champion may not load with today's code: say so, go on
         log.warning("could not measure %s on the small photos: %s", model_uri, err)
         return None
@@ -219,14 +227,20 @@ def _remeasure_small(model_uri: str, catalog_dir: Path, photos_dir: Path | None)
     return float(metrics["all"]["category@1"])
 
 
-def _test_gallery(embed, catalog_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
-    """The test split and its photos embedded through ``embed`` (the catalog squares path)."""
+def _test_gallery(embed, catalog_dir: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None]:
+    """The test split, its photos embedded through ``embed`` (the catalog squares path), and
+    the category head's logits (None: no head, or an old pyfunc that returns arrays)."""
     manifest, _ = read_catalog(catalog_dir)
     test = manifest[manifest[SPLIT] == "test"].reset_index(drop=True)
     cache = open_cache(Path(catalog_dir) / CACHE_FILE)
     rows = test["cache_index"].to_numpy()
     embedded = [embed(np.asarray(cache[rows[i : i + CHUNK]])) for i in range(0, len(rows), CHUNK)]
-    return test, np.concatenate([getattr(e, "embeddings", e) for e in embedded])
+    logits = [getattr(e, "logits", None) for e in embedded]
+    return (
+        test,
+        np.concatenate([getattr(e, "embeddings", e) for e in embedded]),
+        None if any(part is None for part in logits) else np.concatenate(logits),
+    )
 
 
 def remeasure(
@@ -239,13 +253,18 @@ def remeasure(
     pipeline = getattr(model.unwrap_python_model(), "pipeline", None)
     # Catalog squares through the pipeline's catalog path (the pyfunc's public input is photo
     # files); a version from before the query pipeline takes uint8 arrays in predict.
-    test, gallery = _test_gallery(pipeline.embed_squares if pipeline else model.predict,
-                                  catalog_dir)  # fmt: skip
+    test, gallery, logits = _test_gallery(pipeline.embed_squares if pipeline else model.predict,
+                                          catalog_dir)  # fmt: skip
     embeddings = torch.from_numpy(gallery)
     labels = torch.tensor(test["label"].to_numpy())
     is_query = torch.tensor((test[ROLE] == QUERY).to_numpy())
     q, query_labels, g, gallery_labels = split_query_gallery(embeddings, labels, is_query)
-    recall = recall_at_k(q, query_labels, g, gallery_labels, ks=(1,))["recall@1"]
+    prior = None if pipeline is None else prior_of(pipeline, test["label"].to_numpy())
+    bias = None  # ranked as search ranks with this version's spec (its category prior)
+    if prior is not None and logits is not None:
+        query_logits = logits[is_query.numpy()]
+        bias = torch.from_numpy(prior_bias(query_logits, gallery_labels.numpy(), prior.weight))
+    recall = recall_at_k(q, query_labels, g, gallery_labels, ks=(1,), bias=bias)["recall@1"]
     if pipeline is None or photos_dir is None or not Path(photos_dir).is_dir():
         return recall, None
     mode = "localize" if pipeline.can_localize else "frame"
@@ -256,5 +275,6 @@ def remeasure(
         lambda _: gallery,
         test["category"].tolist(),
         test["product_id"].astype(str).tolist(),
+        test["label"].to_numpy(),
     )
     return recall, float(metrics["registered"]["all"]["category@1"])

@@ -28,7 +28,7 @@ from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX
 from shoplens.query.pipeline import WHOLE_FRAME
 from shoplens.registry.champion import LoadedModel, load_champion
-from shoplens.search import ProductHit
+from shoplens.search import ProductHit, category_log_prior, search_with_prior
 from shoplens.tracking import configure_mlflow
 
 IMAGE_MAP, UPLOADS = "images.parquet", "uploads"
@@ -116,10 +116,25 @@ class Searcher:
                 f"unknown category {category!r}; known: {', '.join(self.categories)}"
             )
 
-    def _hits(self, embedding: np.ndarray, logits, k: int, category: str | None):
-        if category is None and self.search_cfg.narrow_by_category and logits is not None:
-            return self._narrowed(embedding[None], logits, k)
-        return self.index.search(embedding[None], k, category)[0]
+    def _hits(
+        self, embedding: np.ndarray, logits, k: int, category: str | None
+    ) -> tuple[list[ProductHit], float | None]:
+        """The ``k`` best products, and the best cosine similarity the search saw (what the
+        no-match threshold and the whole-photo-vs-crop choice compare; ``None``: no hit).
+
+        An explicit ``category`` filters; else ``search.narrow_by_category`` narrows to the
+        head's top categories; else the spec's ``category_prior`` tilts the ranking towards
+        the head's category (:mod:`shoplens.search.category_prior`).
+        """
+        if category is None and logits is not None:
+            if self.search_cfg.narrow_by_category:
+                hits = self._narrowed(embedding[None], logits, k)
+                return hits, hits[0].score if hits else None
+            if (weight := self.pipeline.spec.category_prior) > 0:
+                prior = category_log_prior(logits, self.model.categories)
+                return search_with_prior(self.index, embedding, k, prior, weight)
+        hits = self.index.search(embedding[None], k, category)[0]
+        return hits, hits[0].score if hits else None
 
     def _narrowed(self, query: np.ndarray, logits: np.ndarray, k: int) -> list[ProductHit]:
         """Search only the classifier's top categories: fewer vectors per query, and no
@@ -134,10 +149,11 @@ class Searcher:
         """validate -> localize -> crop -> embed (the registered pipeline), then search."""
         self.check_category(category)
         result = self.pipeline.query(data, all_products=all_products)
-        regions = []
+        regions, closest = [], []
         for row, index in enumerate(result.searched):
             logits = None if result.logits is None else result.logits[row]
-            hits = self._hits(result.embeddings[row], logits, k, category)
+            hits, best = self._hits(result.embeddings[row], logits, k, category)
+            closest.append(best)
             found = result.detections[index] if index != WHOLE_FRAME else None
             box = tuple(found.box) if found else None
             regions.append(
@@ -149,17 +165,18 @@ class Searcher:
             for i, d in enumerate(result.detections)
         ]
         main, localized, note = regions[0], result.localized, result.note
-        embedding = result.embeddings[0]
+        embedding, best = result.embeddings[0], closest[0]
         if result.whole_embedding is not None:  # the product spans most of the photo
-            whole = self._hits(result.whole_embedding, result.whole_logits, k, category)
-            if whole and (not main.hits or whole[0].score > main.hits[0].score):
+            whole, whole_best = self._hits(result.whole_embedding, result.whole_logits, k, category)
+            if whole and (not main.hits or whole_best > best):
                 main, localized = RegionHits(None, None, whole, result.whole_upscaled), False
+                best = whole_best
                 embedding = result.whole_embedding
                 note = (
                     "the whole photo matched closer than the product's crop (a catalog-like shot)"
                 )
         threshold = self.match_threshold
-        match = None if threshold is None else bool(main.hits and main.hits[0].score >= threshold)
+        match = None if threshold is None else bool(main.hits and best >= threshold)
         return PhotoAnswer(
             result.width, result.height, localized, note, main, products, match, threshold,
             embedding,
@@ -196,7 +213,7 @@ class Searcher:
             raise UnknownProduct(f"no product {product_id!r} in the index")
         embedded = self.pipeline.embed_squares(self.image_pixels(photos[0][0])[None])
         logits = None if embedded.logits is None else embedded.logits[0]
-        hits = self._hits(embedded.embeddings[0], logits, k + 1, category)
+        hits, _ = self._hits(embedded.embeddings[0], logits, k + 1, category)
         return [h for h in hits if h.product_id != product_id][:k]
 
     # -- images ----------------------------------------------------------------------------

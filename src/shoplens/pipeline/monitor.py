@@ -54,7 +54,10 @@ def logged_window(query_log: QueryLog, since: float, until: float, model: str, l
 
 
 def benchmark_window(catalog: CatalogIndex, calibration: Calibration) -> Window:
-    """The benchmark's in-catalog photos searched in the served index, as the service would."""
+    """The benchmark's in-catalog photos searched in the served index, as the service would
+    (by cosine: the calibration keeps no head logits, so with ``query.category_prior`` the
+    service's first result's category can differ a little; ``top_score`` is the closest
+    similarity in both)."""
     queries = calibration.in_catalog
     best = [hits[0] if hits else None for hits in catalog.search(queries, 1)]
     threshold = catalog.meta.get("match_threshold")

@@ -65,6 +65,9 @@ class PhotoAnswer:
     match: bool | None = None
     match_threshold: float | None = None
     embedding: np.ndarray | None = None  # the vector the main region was searched with
+    # The closest catalog photo's cosine similarity (what `match` compares): with the
+    # category prior the first result need not be the closest.
+    closest: float | None = None
 
 
 class Searcher:
@@ -179,7 +182,7 @@ class Searcher:
         match = None if threshold is None else bool(main.hits and best >= threshold)
         return PhotoAnswer(
             result.width, result.height, localized, note, main, products, match, threshold,
-            embedding,
+            embedding, best,
         )  # fmt: skip
 
     def log_query(self, answer: PhotoAnswer, photo: bytes) -> None:
@@ -190,7 +193,7 @@ class Searcher:
         self.query_log.record(
             QueryRecord(
                 answer.embedding, f"{self.model.name}:{self.model.version}",
-                top.category if top else None, top.score if top else None,
+                top.category if top else None, answer.closest,
                 answer.localized, answer.match,
             ),
             photo,

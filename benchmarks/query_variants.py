@@ -23,8 +23,8 @@ import pandas as pd
 
 from shoplens.config import load_config
 from shoplens.data.cache import open_cache
-from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, SPLIT, read_manifest
-from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
+from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, LABEL, SPLIT, read_manifest
+from shoplens.evaluation.photo_benchmark import Variant, answer, prior_of, search_metrics
 from shoplens.evaluation.shopper_photos import read_benchmark
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
@@ -67,6 +67,7 @@ def main() -> None:
     # Every variant shares the embedder: the test gallery is embedded once, as the index does.
     gallery = embed_cache(loaded, cache, test[CACHE_INDEX].to_numpy(), batch=256)
     categories, products = test["category"].tolist(), test["product_id"].astype(str).tolist()
+    labels = test[LABEL].to_numpy()  # ranked as search ranks: with the spec's category prior
     small = pd.read_parquet(photo_dir / SMALL_DIR / SMALL_TABLE).assign(bucket=lambda t: t.kind)
     sets = {
         "shopper": (read_benchmark(photo_dir), photo_dir),
@@ -80,8 +81,9 @@ def main() -> None:
             start = time.perf_counter()
             found = answer(Variant(name, pipeline, "localize"), table, directory)
             ms = 1000 * (time.perf_counter() - start) / len(table)
-            queries = found.closer_of_whole_and_crop(gallery).embeddings
-            metrics = search_metrics(queries, gallery, table, categories, products)
+            closer = found.closer_of_whole_and_crop(gallery)
+            metrics = search_metrics(closer.embeddings, gallery, table, categories, products,
+                                     prior_of(pipeline, labels), closer.logits)  # fmt: skip
             results[name][set_name] = {**metrics, "ms_per_photo": round(ms, 1)}
         shop, small_all = results[name]["shopper"], results[name]["small"]["all"]
         buckets = " ".join(

@@ -44,8 +44,8 @@ from shoplens.config import load_config
 from shoplens.data.backgrounds import TRAIN, read_pool
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, LABEL, QUERY, ROLE, SPLIT, read_catalog
-from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
-from shoplens.evaluation.retrieval import recall_at_k
+from shoplens.evaluation.photo_benchmark import Variant, answer, prior_of, search_metrics
+from shoplens.evaluation.retrieval import prior_bias, recall_at_k
 from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
 from shoplens.query import QueryPipeline
 from shoplens.query.onnx_network import onnx_pipeline
@@ -116,16 +116,26 @@ def quality(cfg, name: str, pipeline: QueryPipeline, photos: int) -> tuple[dict,
     is_query = (test[ROLE] == QUERY).to_numpy()
     labels = torch.from_numpy(test[LABEL].to_numpy())
     g = torch.from_numpy(gallery)
-    recall = recall_at_k(g[is_query], labels[is_query], g[~is_query], labels[~is_query], ks=(1,))
+    # Ranked as search ranks and evaluate measures: with the spec's category prior.
+    prior = prior_of(pipeline, test[LABEL].to_numpy())
+    bias = None
+    if prior is not None and all(p.logits is not None for p in parts):
+        logits = np.concatenate([p.logits for p in parts])[is_query]
+        bias = torch.from_numpy(prior_bias(logits, prior.gallery_labels[~is_query], prior.weight))
+    recall = recall_at_k(g[is_query], labels[is_query], g[~is_query], labels[~is_query], ks=(1,),
+                         bias=bias)  # fmt: skip
     photo_dir = Path(cfg.paths.shopper_photos_dir)
     table = read_benchmark(photo_dir).head(photos)
     found = answer(Variant(name, pipeline, "localize"), table, photo_dir)
     found = found.closer_of_whole_and_crop(gallery)
     metrics = search_metrics(
         found.embeddings, gallery, table, test["category"].tolist(),
-        test["product_id"].astype(str).tolist(),
+        test["product_id"].astype(str).tolist(), prior, found.logits,
     )["all"]  # fmt: skip
-    top10 = np.argsort(-(found.embeddings @ gallery.T), axis=1)[:, :10]
+    ranked = found.embeddings @ gallery.T
+    if prior is not None and found.logits is not None:
+        ranked = ranked + prior_bias(found.logits, prior.gallery_labels, prior.weight)
+    top10 = np.argsort(-ranked, axis=1)[:, :10]
     return {
         "runtime": name,
         "recall@1": float(recall["recall@1"]),

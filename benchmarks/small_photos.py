@@ -45,13 +45,14 @@ from shoplens.data.catalog import (
     CACHE_INDEX,
     CATEGORY,
     CUTOUT,
+    LABEL,
     MASKS_FILE,
     PATH,
     PRODUCT_ID,
     SPLIT,
     read_manifest,
 )
-from shoplens.evaluation.photo_benchmark import Variant, answer, search_metrics
+from shoplens.evaluation.photo_benchmark import Variant, answer, prior_of, search_metrics
 from shoplens.evaluation.small_photos import SmallPhotoSettings, make_small_photos
 from shoplens.query import QueryPipeline, UpscaleSpec
 from shoplens.registry.champion import LoadedModel, load_champion, load_version
@@ -137,8 +138,9 @@ def main() -> None:
                 if variant.mode == "localize":
                     found = found.closer_of_whole_and_crop(g)
                 report[variant.name] = search_metrics(
-                    found.embeddings, g, table, list(test[CATEGORY]), list(test[PRODUCT_ID])
-                )
+                    found.embeddings, g, table, list(test[CATEGORY]), list(test[PRODUCT_ID]),
+                    prior_of(variant.pipeline, test[LABEL].to_numpy()), found.logits,
+                )  # fmt: skip
     report["seconds"] = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

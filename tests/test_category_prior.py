@@ -125,3 +125,19 @@ def test_recall_counts_the_ranking_with_the_bias():
         recall_at_k(query, query_labels, gallery, gallery_labels, (1,), bias=weak)["recall@1"]
         == 0.0
     )
+
+
+def test_a_backend_that_answers_fewer_than_asked_ends_the_search():
+    """Where the backend caps one search (Milvus's max_k), the fetch stops doubling at the cap
+    and the prior re-ranks what the index could give, instead of asking forever."""
+    rng = np.random.default_rng(3)
+    catalog, rows, vectors = _catalog(rng, products=300, photos=1)
+    catalog.index.max_k = 64  # an instance attribute shadows the class's limit
+    query = vectors[5]
+    prior = dict(zip(CATEGORIES, [0.0, -30.0, -30.0, -30.0], strict=True))  # bag only
+    hits, best = search_with_prior(catalog, query, 10, prior, weight=1.0)
+    assert len(hits) == 10 and best == pytest.approx(1.0, abs=1e-5)
+    cosine_top64 = set(rows.product_id.to_numpy()[np.argsort(-(vectors @ query))[:64]])
+    assert {h.product_id for h in hits} <= cosine_top64
+    bags = [h for h in hits if h.category == "bag"]
+    assert hits[: len(bags)] == bags, "within what the index returned, the prior ranks"

@@ -55,16 +55,16 @@ def recall_at_k(
     bias: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """``allowed``: optional ``[queries, gallery]`` mask of what each query's search may
-    return; the rest rank below every allowed image (cosine scores are >= -1) and never count
-    as hits, as if search had never looked at them. ``bias``: optional ``[queries, gallery]``
+    return; the rest rank below every allowed image and never count as hits, as if search
+    had never looked at them. ``bias``: optional ``[queries, gallery]``
     term added to the cosine scores before ranking (the category prior search ranks by,
     :func:`shoplens.search.prior_bias`)."""
     scores = cosine_scores(queries, gallery)
     if bias is not None:
         scores = scores + bias.to(scores.dtype)
     relevant = query_labels[:, None] == gallery_labels[None, :]
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed.bool(), -3.0)
+    if allowed is not None:  # below any allowed score, the category prior's bias included
+        scores = scores.masked_fill(~allowed.bool(), torch.finfo(scores.dtype).min)
         relevant = relevant & allowed.bool()
     indexes = torch.arange(len(queries))[:, None].expand_as(scores)
     out = {}

@@ -57,6 +57,7 @@ from shoplens.evaluation.photo_benchmark import (
 )
 from shoplens.evaluation.photo_plots import save_search_gallery
 from shoplens.evaluation.report import Comparison, compare, mlflow_metrics
+from shoplens.evaluation.retrieval import prior_bias
 from shoplens.evaluation.shopper_photos import MASKS_DIR, read_benchmark, read_photo
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
@@ -329,11 +330,15 @@ def _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir:
     found = answers[chosen.name]
     g = gallery(chosen.pipeline)
     picks = table.groupby("bucket", sort=False).head(2).index[: int(cfg.evaluate.gallery_queries)]
-    rows = []
+    prior, rows = prior_of(chosen.pipeline, test[LABEL].to_numpy()), []
     for i in picks:
         record = table.loc[i]
         scores = g @ found.embeddings[i]
-        top = np.argsort(-scores)[:5]
+        ranked = scores  # as search ranks (the category prior), the cosine shown
+        if prior is not None and found.logits is not None:
+            ranked = scores + prior_bias(found.logits[i : i + 1], prior.gallery_labels,
+                                         prior.weight)[0]  # fmt: skip
+        top = np.argsort(-ranked)[:5]
         results = [
             plots.Result(
                 np.asarray(cache[int(test.iloc[j][CACHE_INDEX])]),

@@ -10,7 +10,8 @@ top categories miss. Here every product keeps its place unless the head disagree
 a product-of-experts ranking (the embedding's similarity and the head's posterior) that a
 confident head tilts and an unsure one leaves to the cosine. ``weight`` 0 is plain cosine
 search. Ours because neither FAISS nor Milvus ranks by a per-query category term; it runs on
-top of :meth:`CatalogIndex.search`, so every backend and index kind keeps working.
+top of :meth:`CatalogIndex.search`, so every backend and index kind keeps working. With
+``search.narrow_by_category`` on, narrowing (a hard filter) replaces it in the service.
 
 Returned hits keep their *cosine* score: the no-match threshold and the whole-photo-vs-crop
 choice compare similarities, which the prior does not change.
@@ -42,8 +43,10 @@ def search_with_prior(
     Fetches the nearest products by cosine and re-ranks them; a product not fetched is no
     closer than the last one fetched and its prior is at most the largest, so once the k-th
     re-ranked score reaches that bound nothing outside can overtake it; until then the fetch
-    doubles. A category the head does not know (added to the index after training) gets the
-    head's smallest log-probability: the prior never favours what it cannot judge.
+    doubles, up to what the backend answers at all (Milvus's max_k, an IVF index's probed
+    lists: there the ranking is as exact as the index's own search). A category the head does
+    not know (added to the index after training) gets the head's smallest log-probability:
+    the prior never favours what it cannot judge.
     """
     floor = min(prior.values(), default=0.0)
     ceiling = max(prior.values(), default=0.0)
@@ -57,8 +60,10 @@ def search_with_prior(
         if not hits:
             return [], None
         order = sorted(hits, key=ranked, reverse=True)
-        everything = len(hits) < fetch or len(hits) >= index.n_products
+        everything = len(hits) >= index.n_products
         bound = hits[-1].score + weight * ceiling
         if everything or (len(order) >= k and ranked(order[k - 1]) >= bound):
             return order[:k], hits[0].score
+        if len(hits) < fetch:  # the backend's own limit (max_k, IVF's probed lists): as exact
+            return order[:k], hits[0].score  # as the index itself is
         fetch *= 2

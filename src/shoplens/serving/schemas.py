@@ -41,12 +41,14 @@ class SearchResponse(BaseModel):
         "was super-resolved once before embedding (never for a large photo)",
     )
     match: bool | None = Field(
-        description="false: no confident match, the best score is under match_threshold (the "
+        description="false: no confident match, the closest catalog photo's similarity is under "
+        "match_threshold (the "
         "shop probably does not sell what was photographed; results are still listed); "
         "null: this index has no calibrated threshold"
     )
     match_threshold: float | None = Field(
-        description="the top score below which a photo has no confident match"
+        description="the similarity below which a photo has no confident match (results are "
+        "ranked with the category head's prior, so the first result need not be the closest)"
     )
     searched: Region = Field(description="the region the results belong to (the main product)")
     results: list[Hit] = Field(description="the searched region's results")

@@ -11,13 +11,16 @@ catalog shots once, then every weight ranks the same vectors. Validation is leav
 (each shot queries the others); test uses the preprocess query/gallery roles, as evaluate
 does. The suggested weight is the largest whose validation Recall@10 stays within
 ``--max-recall10-loss`` of cosine ranking: pick on validation, read the test line to confirm.
-Writes ``reports/benchmarks/category_prior.json``.
+Where the index stage has built ``search.dir``, it also times what the prior costs a search
+there: the test queries through ``CatalogIndex.search`` and ``search_with_prior`` in turn,
+best of three rounds each. Writes ``reports/benchmarks/category_prior.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,7 @@ from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, LABEL, QUERY, ROLE, SPLIT, read_manifest
 from shoplens.evaluation.retrieval import prior_bias, recall_at_k
 from shoplens.registry.champion import load_champion
+from shoplens.search import CatalogIndex, category_log_prior, search_with_prior
 from shoplens.tracking import configure_mlflow
 
 KS = (1, 5, 10)
@@ -44,6 +48,33 @@ def embed(pipeline, cache, rows: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
     )
 
 
+def search_cost(catalog, queries, logits, categories, weight, k: int = 10) -> dict[str, float]:
+    """Milliseconds a search, cosine vs with the prior, on the served index (best of 3)."""
+
+    def cosine(i):
+        return catalog.search(queries[i][None], k)
+
+    def with_prior(i):
+        return search_with_prior(catalog, queries[i], k,
+                                 category_log_prior(logits[i], categories), weight)  # fmt: skip
+
+    times = {}
+    for name, run in (("cosine", cosine), (f"prior {weight}", with_prior)):
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for i in range(len(queries)):
+                run(i)
+            best = min(best, (time.perf_counter() - start) / len(queries))
+        times[name] = 1000 * best
+    first, second = times.values()
+    print(
+        f"a search on {len(catalog)} photos: cosine {first:.2f} ms, with the prior "
+        f"{second:.2f} ms ({second / first:.2f}x)"
+    )
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", type=float, nargs="+",
@@ -53,7 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(params=args.params)
     configure_mlflow(cfg.tracking.uri, cfg.tracking.experiment)
-    pipeline = load_champion(str(cfg.registry.model_name)).pipeline
+    model = load_champion(str(cfg.registry.model_name))
+    pipeline, categories = model.pipeline, list(model.categories)
     catalog_dir = Path(cfg.paths.catalog_dir)
     manifest, cache = read_manifest(catalog_dir), open_cache(catalog_dir / CACHE_FILE)
 
@@ -92,6 +124,10 @@ def main() -> None:
         print(
             f"largest weight within {args.max_recall10_loss} of cosine's val Recall@10: {max(fine)}"
         )
+    weight = float(pipeline.spec.category_prior) or 0.02
+    if Path(cfg.search.dir).is_dir():  # the index stage's output
+        report["search_ms"] = search_cost(CatalogIndex.load(cfg.search.dir), t[is_query].numpy(),
+                                          t_logits[is_query.numpy()], categories, weight)  # fmt: skip
     out = Path(cfg.paths.reports_dir) / "benchmarks" / "category_prior.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({str(w): r for w, r in report.items()}, indent=2) + "\n")

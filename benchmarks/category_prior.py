@@ -29,7 +29,7 @@ import torch
 from shoplens.config import load_config
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, LABEL, QUERY, ROLE, SPLIT, read_manifest
-from shoplens.evaluation.retrieval import prior_bias, recall_at_k
+from shoplens.evaluation.retrieval import Prior, recall_at_k
 from shoplens.registry.champion import load_champion
 from shoplens.search import CatalogIndex, category_log_prior, search_with_prior
 from shoplens.tracking import configure_mlflow
@@ -100,10 +100,8 @@ def main() -> None:
 
     report = {}
     for weight in args.weights:
-        v_bias = torch.from_numpy(prior_bias(v_logits, v_labels.numpy(), weight))
-        t_bias = torch.from_numpy(
-            prior_bias(t_logits[is_query.numpy()], t_labels[~is_query].numpy(), weight)
-        )
+        v_bias = Prior(weight, v_labels.numpy()).bias(v_logits)
+        t_bias = Prior(weight, t_labels[~is_query].numpy()).bias(t_logits[is_query.numpy()])
         report[weight] = {
             "val": recall_at_k(v, v_labels, v, v_labels, KS, allowed=not_self, bias=v_bias),
             "test": recall_at_k(

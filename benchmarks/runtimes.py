@@ -45,7 +45,7 @@ from shoplens.data.backgrounds import TRAIN, read_pool
 from shoplens.data.cache import open_cache
 from shoplens.data.catalog import CACHE_FILE, CACHE_INDEX, LABEL, QUERY, ROLE, SPLIT, read_catalog
 from shoplens.evaluation.photo_benchmark import Variant, answer, prior_of, search_metrics
-from shoplens.evaluation.retrieval import prior_bias, recall_at_k
+from shoplens.evaluation.retrieval import Prior, recall_at_k
 from shoplens.evaluation.shopper_photos import read_benchmark, read_photo
 from shoplens.query import QueryPipeline
 from shoplens.query.onnx_network import onnx_pipeline
@@ -120,8 +120,8 @@ def quality(cfg, name: str, pipeline: QueryPipeline, photos: int) -> tuple[dict,
     prior = prior_of(pipeline, test[LABEL].to_numpy())
     bias = None
     if prior is not None and all(p.logits is not None for p in parts):
-        logits = np.concatenate([p.logits for p in parts])[is_query]
-        bias = torch.from_numpy(prior_bias(logits, prior.gallery_labels[~is_query], prior.weight))
+        logits = np.concatenate([p.logits for p in parts])
+        bias = Prior(prior.weight, prior.gallery_labels[~is_query]).bias(logits[is_query])
     recall = recall_at_k(g[is_query], labels[is_query], g[~is_query], labels[~is_query], ks=(1,),
                          bias=bias)  # fmt: skip
     photo_dir = Path(cfg.paths.shopper_photos_dir)
@@ -134,7 +134,7 @@ def quality(cfg, name: str, pipeline: QueryPipeline, photos: int) -> tuple[dict,
     )["all"]  # fmt: skip
     ranked = found.embeddings @ gallery.T
     if prior is not None and found.logits is not None:
-        ranked = ranked + prior_bias(found.logits, prior.gallery_labels, prior.weight)
+        ranked = ranked + prior.bias(found.logits).numpy()
     top10 = np.argsort(-ranked, axis=1)[:, :10]
     return {
         "runtime": name,

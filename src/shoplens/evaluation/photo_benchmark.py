@@ -26,21 +26,12 @@ from torchmetrics.detection import MeanAveragePrecision
 from torchmetrics.functional.classification import binary_jaccard_index
 from tqdm import tqdm
 
-from shoplens.evaluation.retrieval import prior_bias, recall_at_k
+from shoplens.evaluation.retrieval import Prior, recall_at_k
 from shoplens.evaluation.shopper_photos import PRODUCT, read_mask, read_photo
 from shoplens.query import Detection, QueryPipeline, QueryResult
 from shoplens.query.localize import Letterbox
 
 BATCH = 32  # photos per query_batch call
-
-
-@dataclass(frozen=True)
-class Prior:
-    """Search's category prior (:mod:`shoplens.search.category_prior`): its weight, and the
-    gallery's labels in the category head's class order."""
-
-    weight: float
-    gallery_labels: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -135,9 +126,7 @@ def search_metrics(
     q_cat = torch.tensor([categories.get(c, -1) for c in table["category"]])
     q_prod = torch.tensor([products.get(str(p), -1) for p in table["product_id"]])
     q, g = torch.from_numpy(np.asarray(queries)), torch.from_numpy(np.asarray(gallery))
-    bias = None
-    if prior is not None and prior.weight > 0 and query_logits is not None:
-        bias = torch.from_numpy(prior_bias(query_logits, prior.gallery_labels, prior.weight))
+    bias = None if prior is None else prior.bias(query_logits)
     out = {}
     for bucket in ["all", *dict.fromkeys(table["bucket"])]:
         rows = torch.ones(len(table), dtype=torch.bool)

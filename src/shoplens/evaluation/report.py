@@ -18,7 +18,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
-from shoplens.evaluation.retrieval import cosine_scores, map_at_r, prior_bias, recall_at_k
+from shoplens.evaluation.retrieval import Prior, cosine_scores, map_at_r, recall_at_k
 
 MODELS = ("baseline", "finetuned")
 
@@ -179,11 +179,9 @@ def compare(
             queries, clean["logits"][is_query], query_labels, gallery, gallery_labels, ks,
             top_categories=narrow_top_categories,
         )  # fmt: skip
-        if category_prior > 0:
-            bias = prior_bias(clean["logits"][is_query].numpy(), gallery_labels.numpy(),
-                              category_prior)  # fmt: skip
-            ranked = recall_at_k(queries, query_labels, gallery, gallery_labels, ks,
-                                 bias=torch.from_numpy(bias))  # fmt: skip
+        prior = Prior(category_prior, gallery_labels.numpy())
+        if (bias := prior.bias(clean["logits"][is_query].numpy())) is not None:
+            ranked = recall_at_k(queries, query_labels, gallery, gallery_labels, ks, bias=bias)
             metrics["finetuned"] |= {
                 **{f"cosine_{n}": metrics["finetuned"][n] for n in ranked},
                 **ranked,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,6 +25,21 @@ def prior_bias(logits: np.ndarray, gallery_labels: np.ndarray, weight: float) ->
     (:mod:`shoplens.search.category_prior`, which ranks the served index by the same term)."""
     logp = log_softmax(np.asarray(logits, np.float64), axis=1)
     return (weight * logp[:, np.asarray(gallery_labels, np.int64)]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Search's category prior (:mod:`shoplens.search.category_prior`): its weight, and the
+    gallery's labels in the category head's class order."""
+
+    weight: float
+    gallery_labels: np.ndarray
+
+    def bias(self, query_logits: np.ndarray | None) -> torch.Tensor | None:
+        """:func:`prior_bias` for these queries (None: no logits, or weight 0: cosine)."""
+        if query_logits is None or self.weight <= 0:
+            return None
+        return torch.from_numpy(prior_bias(query_logits, self.gallery_labels, self.weight))
 
 
 def cosine_scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
@@ -58,7 +74,7 @@ def recall_at_k(
     return; the rest rank below every allowed image and never count as hits, as if search
     had never looked at them. ``bias``: optional ``[queries, gallery]``
     term added to the cosine scores before ranking (the category prior search ranks by,
-    :func:`shoplens.search.prior_bias`)."""
+    :class:`Prior`, :func:`prior_bias`)."""
     scores = cosine_scores(queries, gallery)
     if bias is not None:
         scores = scores + bias.to(scores.dtype)

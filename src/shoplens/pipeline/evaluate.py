@@ -57,7 +57,6 @@ from shoplens.evaluation.photo_benchmark import (
 )
 from shoplens.evaluation.photo_plots import save_search_gallery
 from shoplens.evaluation.report import Comparison, compare, mlflow_metrics
-from shoplens.evaluation.retrieval import prior_bias
 from shoplens.evaluation.shopper_photos import MASKS_DIR, read_benchmark, read_photo
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
@@ -131,7 +130,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "finetuned": tuned_onnx if runtime == "onnx" else tuned_torch,
     }
     galleries = {name: _embed_test(p, cache, test, name) for name, p in pipelines.items()}
-    metrics = _clean(cfg, test, categories, galleries, out_dir)
+    # Ranked as the registered spec ranks (its category prior; 0 for a model without a head).
+    prior = pipelines["finetuned"].spec.category_prior
+    metrics = _clean(cfg, test, categories, galleries, prior, out_dir)
     metrics["shopper_photos"], answers = _photos(cfg, test, pipelines, galleries, cache, out_dir)
     metrics["no_match"] = _no_match(cfg, pipelines["finetuned"], galleries, answers, out_dir)
     if small := _small_photos(cfg, test, pipelines["finetuned"], galleries["finetuned"]):
@@ -206,7 +207,9 @@ def _embed_test(pipeline: QueryPipeline, cache, test: pd.DataFrame, name: str):
     )
 
 
-def _clean(cfg, test: pd.DataFrame, categories, galleries, out_dir: Path) -> dict:
+def _clean(
+    cfg, test: pd.DataFrame, categories, galleries, category_prior: float, out_dir: Path
+) -> dict:
     """Catalog-shot retrieval (test queries against the test gallery), confusion matrix and
     per-category recall."""
     clean = {name: torch.from_numpy(g.embeddings) for name, g in galleries.items()}
@@ -215,7 +218,7 @@ def _clean(cfg, test: pd.DataFrame, categories, galleries, out_dir: Path) -> dic
     if galleries["finetuned"].logits is not None:
         clean["logits"] = torch.from_numpy(galleries["finetuned"].logits)
     result = compare(clean, categories, cfg.evaluate.ks, int(cfg.search.narrow_top_categories),
-                     float(cfg.query.category_prior))  # fmt: skip
+                     category_prior)  # fmt: skip
     _write_plots(result, categories, out_dir)
     return result.metrics
 
@@ -334,10 +337,10 @@ def _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir:
     for i in picks:
         record = table.loc[i]
         scores = g @ found.embeddings[i]
-        ranked = scores  # as search ranks (the category prior), the cosine shown
-        if prior is not None and found.logits is not None:
-            ranked = scores + prior_bias(found.logits[i : i + 1], prior.gallery_labels,
-                                         prior.weight)[0]  # fmt: skip
+        bias = (
+            None if prior is None or found.logits is None else prior.bias(found.logits[i : i + 1])
+        )
+        ranked = scores if bias is None else scores + bias[0].numpy()  # as search ranks them
         top = np.argsort(-ranked)[:5]
         results = [
             plots.Result(

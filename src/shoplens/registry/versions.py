@@ -30,7 +30,7 @@ from shoplens.evaluation.photo_benchmark import (
     run_benchmark,
     search_metrics,
 )
-from shoplens.evaluation.retrieval import prior_bias, recall_at_k, split_query_gallery
+from shoplens.evaluation.retrieval import recall_at_k, split_query_gallery
 from shoplens.evaluation.shopper_photos import read_benchmark
 from shoplens.evaluation.small_photos import SMALL_DIR
 from shoplens.evaluation.small_photos import TABLE_FILE as SMALL_TABLE
@@ -259,11 +259,10 @@ def remeasure(
     labels = torch.tensor(test["label"].to_numpy())
     is_query = torch.tensor((test[ROLE] == QUERY).to_numpy())
     q, query_labels, g, gallery_labels = split_query_gallery(embeddings, labels, is_query)
-    prior = None if pipeline is None else prior_of(pipeline, test["label"].to_numpy())
+    prior = None if pipeline is None else prior_of(pipeline, gallery_labels.numpy())
     bias = None  # ranked as search ranks with this version's spec (its category prior)
     if prior is not None and logits is not None:
-        query_logits = logits[is_query.numpy()]
-        bias = torch.from_numpy(prior_bias(query_logits, gallery_labels.numpy(), prior.weight))
+        bias = prior.bias(logits[is_query.numpy()])
     recall = recall_at_k(q, query_labels, g, gallery_labels, ks=(1,), bias=bias)["recall@1"]
     if pipeline is None or photos_dir is None or not Path(photos_dir).is_dir():
         return recall, None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def parse_run(text: str) -> tuple[str, list[str]]:
     name, _, overrides = text.partition("=")
     if not name:
         raise argparse.ArgumentTypeError(f"--run wants NAME=OVERRIDES, got {text!r}")
-    return name, [o for o in overrides.split(",") if o]
+    # Commas inside brackets belong to a list value (scale=[0.1,0.9]), not between overrides.
+    return name, [o for o in re.split(r",(?![^\[]*\])", overrides) if o]
 
 
 def train_once(overrides: list[str], out: Path) -> dict:

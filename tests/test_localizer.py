@@ -247,6 +247,36 @@ def test_thin_products_are_drawn_more_often_by_their_fill():
         SceneSettings(thin_repeat=-1.0)
 
 
+@pytest.mark.parametrize("first", [True, False])
+def test_a_thumbnail_scene_is_compressed_at_its_own_size_then_blown_up(monkeypatch, first):
+    """``scenes.low_res_first``: a shopper's thumbnail is a small JPEG that the query pipeline
+    letterboxes up, so its JPEG blocks are the thumbnail's; false keeps the old order (blown
+    up, then compressed at the scene's size)."""
+    from shoplens.data import copy_paste
+
+    compressed = []
+
+    def recording_jpeg(u8, quality):
+        compressed.append(tuple(u8.shape))
+        return u8
+
+    monkeypatch.setattr(copy_paste, "jpeg", recording_jpeg)
+    settings = copy_paste.SceneSettings(
+        low_res_p=1.0, low_res_factor=(0.25, 0.25), low_res_first=first,
+        jpeg_p=1.0, blur_p=0.0, noise_p=0.0, light_p=0.0,
+    )  # fmt: skip
+    scene = torch.rand(3, 96, 128, generator=torch.Generator().manual_seed(0))
+    out = copy_paste.camera(scene, settings, torch.Generator().manual_seed(1))
+    assert out.shape == scene.shape and out.min() >= 0 and out.max() <= 1
+    assert compressed == [(3, 24, 32) if first else (3, 96, 128)]
+    # Either way the detail above the thumbnail's resolution is gone from the blown-up scene.
+    assert (out[:, :, 1:] - out[:, :, :-1]).abs().mean() < 0.5 * (
+        scene[:, :, 1:] - scene[:, :, :-1]
+    ).abs().mean()
+    with pytest.raises(ValueError, match="low_res_factor"):
+        copy_paste.SceneSettings(low_res_factor=(0.0, 0.5))
+
+
 def test_localizer_spec_round_trips_through_json():
     spec = QuerySpec(
         EmbedderSpec(64, (0.5,) * 3, (0.5,) * 3, 80, 256, 10),

@@ -39,7 +39,12 @@ class SceneSettings:
     wide_p: float = 0.5  # a non-square scene, letterboxed as the query pipeline does
     blur_p: float = 0.3
     jpeg_p: float = 0.3
-    low_res_p: float = 0.2  # a thumbnail blown up: the small photos shoppers send
+    low_res_p: float = 0.4  # a thumbnail blown up: the small photos shoppers send
+    low_res_factor: tuple[float, float] = (0.15, 0.6)  # the thumbnail's side / the scene's
+    # Blur and compress the thumbnail at its own size, then blow it up (bilinear or bicubic):
+    # a shopper's thumbnail is a small JPEG the query pipeline letterboxes up to the
+    # localizer's input. False: blown up first, its blur and JPEG at the scene's size.
+    low_res_first: bool = True
     # Decoys: patches of other photographs pasted like products but labelled background, so
     # the localizer learns what a product looks like, not what a pasted edge looks like.
     decoys: tuple[float, ...] = (0.4, 0.4, 0.2)  # P(0, 1, 2 decoys)
@@ -59,6 +64,11 @@ class SceneSettings:
             raise ValueError(f"scenes.scale must be within (0, 1], got {self.scale}")
         if self.thin_repeat < 0:
             raise ValueError(f"scenes.thin_repeat must be >= 0, got {self.thin_repeat}")
+        low, high = self.low_res_factor
+        if not 0 < low <= high <= 1:
+            raise ValueError(
+                f"scenes.low_res_factor must be within (0, 1], got {self.low_res_factor}"
+            )
         if self.scale_draw not in ("uniform", "log"):
             raise ValueError(
                 f"scenes.scale_draw must be 'uniform' or 'log', got {self.scale_draw!r}"
@@ -197,16 +207,22 @@ def camera(img: torch.Tensor, settings: SceneSettings, g) -> torch.Tensor:
     _, h, w = img.shape
     if float(torch.rand((), generator=g)) < settings.noise_p:
         img = (img + torch.randn(img.shape, generator=g) * uniform(g, 0.005, 0.03)).clamp_(0, 1)
+    thumbnail = False
     if float(torch.rand((), generator=g)) < settings.low_res_p:
-        f = uniform(g, 0.25, 0.6)
+        f = uniform(g, *settings.low_res_factor)
         small = F.resize(img, [max(8, round(h * f)), max(8, round(w * f))], antialias=True)
-        img = F.resize(small, [h, w], antialias=False)
+        thumbnail = settings.low_res_first
+        img = small if thumbnail else F.resize(small, [h, w], antialias=False)
     if float(torch.rand((), generator=g)) < settings.blur_p:
-        sigma = uniform(g, 0.3, 1.5) * max(h, w) / 128
+        sigma = uniform(g, 0.3, 1.5) * max(img.shape[-2:]) / 128
         img = F.gaussian_blur(img, [2 * math.ceil(2 * sigma) + 1] * 2, [sigma, sigma])
     if float(torch.rand((), generator=g)) < settings.jpeg_p:
-        u8 = img.mul(255).round_().to(torch.uint8)
+        u8 = img.clamp(0, 1).mul_(255).round_().to(torch.uint8)
         img = jpeg(u8, randint(g, 30, 90)).float().div_(255)
+    if thumbnail:
+        bicubic = float(torch.rand((), generator=g)) < 0.5
+        mode = F.InterpolationMode.BICUBIC if bicubic else F.InterpolationMode.BILINEAR
+        img = F.resize(img, [h, w], interpolation=mode, antialias=False)
     return img.clamp_(0, 1)
 
 

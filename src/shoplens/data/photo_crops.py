@@ -68,8 +68,11 @@ class PhotoCrop:
         self.backgrounds, self.s, self.size = backgrounds, settings, int(out_size)
         self.backdrop = torch.tensor(backdrop, dtype=torch.float32)[:, None, None] / 255
         self.margin = float(margin)
+        # The embedder's crops keep the thumbnail camera they were measured with (README,
+        # "How the training defaults were chosen"); the localizer's scenes changed theirs.
         self.camera = SceneSettings(blur_p=settings.blur_p, jpeg_p=settings.jpeg_p,
-                                    low_res_p=settings.low_res_p, light_p=0.0, noise_p=0.0)  # fmt: skip
+                                    low_res_p=settings.low_res_p, low_res_factor=(0.25, 0.6),
+                                    low_res_first=False, light_p=0.0, noise_p=0.0)  # fmt: skip
 
     def __call__(self, image: np.ndarray, mask: np.ndarray, g=None) -> torch.Tensor:
         s = self.s

@@ -147,8 +147,9 @@ def search_metrics(
 def _boxes(table: pd.DataFrame, i: int) -> list[tuple[int, int, int, int]]:
     row = table.iloc[i]
     boxes = [(int(row.x0), int(row.y0), int(row.x1), int(row.y1))]
-    if row.distractor_box is not None and len(row.distractor_box):
-        boxes.append(tuple(int(v) for v in row.distractor_box))
+    distractor = getattr(row, "distractor_box", None)  # small photos have none
+    if distractor is not None and len(distractor):
+        boxes.append(tuple(int(v) for v in distractor))
     return boxes
 
 
@@ -194,14 +195,16 @@ def localization_metrics(
             searched = predicted[result.searched[0]]
             right += _iou(searched, truth[0]) >= 0.5
             distracted += len(truth) > 1 and _iou(searched, truth[1]) >= 0.5
-    return {
+    out = {
         "box_ap@0.5": float(ap.compute()["map"]),
         "mask_iou": float(np.mean(ious)),
         "product_found": found / max(1, len(results)),
         "searched_right_product": right / max(1, len(results)),
         "product_detected@0.5": detected / max(1, len(results)),
-        "searched_distractor": distracted / max(1, with_distractor),
     }
+    if with_distractor:  # the small-photo benchmark has none
+        out["searched_distractor"] = distracted / with_distractor
+    return out
 
 
 def photo_mask(result: QueryResult, side: int, closer_looks: bool = True) -> np.ndarray:

@@ -51,6 +51,7 @@ from shoplens.evaluation.photo_benchmark import (
     Answers,
     Variant,
     answer,
+    localization_metrics,
     prior_of,
     run_benchmark,
     search_metrics,
@@ -288,6 +289,12 @@ def _small_photos(cfg, test: pd.DataFrame, tuned: QueryPipeline, gallery: Embedd
         metrics[variant.name] = search_metrics(found.embeddings, gallery.embeddings, table,
                                                cats, products, prior_of(tuned, labels),
                                                found.logits)  # fmt: skip
+        if variant.mode == "localize" and (directory / MASKS_DIR).is_dir():
+            # Whether the localizer found the small product at all says where photos are lost.
+            side = tuned.spec.localizer.input_size
+            metrics[variant.name]["localization"] = localization_metrics(
+                found.results, table, directory, side
+            )
     return metrics
 
 

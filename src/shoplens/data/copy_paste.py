@@ -64,10 +64,10 @@ class SceneSettings:
             raise ValueError(f"scenes.scale must be within (0, 1], got {self.scale}")
         if self.thin_repeat < 0:
             raise ValueError(f"scenes.thin_repeat must be >= 0, got {self.thin_repeat}")
-        low, high = self.low_res_factor
-        if not 0 < low <= high <= 1:
+        factor = self.low_res_factor
+        if len(factor) != 2 or not 0 < factor[0] <= factor[1] <= 1:
             raise ValueError(
-                f"scenes.low_res_factor must be within (0, 1], got {self.low_res_factor}"
+                f"scenes.low_res_factor must be [low, high], 0 < low <= high <= 1, got {factor}"
             )
         if self.scale_draw not in ("uniform", "log"):
             raise ValueError(

@@ -289,8 +289,10 @@ def _small_photos(cfg, test: pd.DataFrame, tuned: QueryPipeline, gallery: Embedd
         metrics[variant.name] = search_metrics(found.embeddings, gallery.embeddings, table,
                                                cats, products, prior_of(tuned, labels),
                                                found.logits)  # fmt: skip
-        if variant.mode == "localize" and (directory / MASKS_DIR).is_dir():
-            # Whether the localizer found the small product at all says where photos are lost.
+        # Whether the localizer found the small product says where photos are lost (the
+        # pipeline's boxes once: super-resolution, switched the other way, acts after them).
+        localized = variant.mode == "localize" and variant.name == "pipeline"
+        if localized and (directory / MASKS_DIR).is_dir():
             side = tuned.spec.localizer.input_size
             metrics[variant.name]["localization"] = localization_metrics(
                 found.results, table, directory, side

@@ -123,7 +123,8 @@ def main() -> None:
         print(
             f"largest weight within {args.max_recall10_loss} of cosine's val Recall@10: {max(fine)}"
         )
-    weight = float(pipeline.spec.category_prior) or 0.02
+    # The champion's weight; one without a category prior is timed at the config's.
+    weight = float(pipeline.spec.category_prior) or float(cfg.query.category_prior)
     if Path(cfg.search.dir).is_dir():  # the index stage's output
         report["search_ms"] = search_cost(CatalogIndex.load(cfg.search.dir), t[is_query].numpy(),
                                           t_logits[is_query.numpy()], categories, weight)  # fmt: skip

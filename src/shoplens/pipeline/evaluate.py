@@ -343,13 +343,12 @@ def _photo_gallery(cfg, table, answers, variants, gallery, test, cache, out_dir:
     g = gallery(chosen.pipeline)
     picks = table.groupby("bucket", sort=False).head(2).index[: int(cfg.evaluate.gallery_queries)]
     prior, rows = prior_of(chosen.pipeline, test[LABEL].to_numpy()), []
-    for i in picks:
+    logits = None if found.logits is None else found.logits[np.asarray(picks)]
+    bias = None if prior is None else prior.bias(logits)  # ranked as search ranks them
+    for n, i in enumerate(picks):
         record = table.loc[i]
         scores = g @ found.embeddings[i]
-        bias = (
-            None if prior is None or found.logits is None else prior.bias(found.logits[i : i + 1])
-        )
-        ranked = scores if bias is None else scores + bias[0].numpy()  # as search ranks them
+        ranked = scores if bias is None else scores + bias[n].numpy()
         top = np.argsort(-ranked)[:5]
         results = [
             plots.Result(

@@ -312,6 +312,35 @@ def test_a_product_too_small_for_the_first_look_is_found_in_tiles():
     assert not QueryPipeline(spec, _embed, red).query(small).localized
 
 
+def test_the_mirror_image_finds_what_a_one_sided_look_misses():
+    """A localizer that sees products only in the left half of its input (a network that
+    half-sees a product in one orientation) misses one on the right. With ``average_mirror``
+    the mirror image shows it on the left: the maps averaged, it is found where it is, and the
+    photo and its mirror went through the network as one batch."""
+    batches = []
+
+    def left_only(x: torch.Tensor) -> torch.Tensor:  # red pixels, left half only
+        batches.append(x.shape[0])
+        out = torch.where((x[:, :1] > 0.5) & (x[:, 1:2] < -0.5), 9.0, -9.0)
+        out[..., x.shape[-1] // 2 :] = -9.0
+        return out
+
+    embedder = EmbedderSpec(32, (0.5,) * 3, (0.5,) * 3, letterbox_size=40, embedding_dim=4)
+    localizer = LocalizerSpec(64, (0.5,) * 3, (0.5,) * 3, threshold=0.4, refine_below=0.0)
+    photo = np.full((64, 64, 3), 120, np.uint8)
+    photo[20:40, 40:56] = (230, 20, 20)
+    one_sided = QuerySpec(embedder, localizer, mask_background=False)
+    assert not QueryPipeline(one_sided, _embed, left_only).query(Image.fromarray(photo)).localized
+    batches.clear()
+    both = QuerySpec(embedder, replace(localizer, average_mirror=True), mask_background=False)
+    found = QueryPipeline(both, _embed, left_only).query(Image.fromarray(photo))
+    assert batches == [2] and found.localized
+    assert found.detections[0].box == (40, 20, 56, 40)
+    # The average of what each orientation saw: the mirror's certainty, the photo's doubt.
+    assert found.product_mask[30, 48] == pytest.approx(0.5, abs=1e-3)
+    assert found.product_mask[30, 10] == pytest.approx(0.0, abs=1e-3)
+
+
 def test_a_product_found_in_tiles_gets_the_closer_look_too():
     """The tiles magnify a zoomed-out photo 1.5 times, still coarse for a 14-px product; like
     a small product found at first, it is then localized again in a crop around it (the last

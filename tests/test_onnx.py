@@ -4,6 +4,7 @@ graph that computes something else is caught before it is measured or shipped.""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -124,15 +125,15 @@ def test_an_int8_localizer_runs_photo_by_photo_and_finds_what_the_float_one_find
     exported, files = export_pipeline(torch_pipeline, embedder, localizer, tmp_path)
     int8 = quantize_int8(
         files["localizer_onnx"], tmp_path / "int8.onnx", _calibration(), op_types=None,
-        one_photo=True,
+        fixed_batch=1,
     )  # fmt: skip
     again = quantize_int8(
         files["localizer_onnx"], tmp_path / "again.onnx", _calibration(), op_types=None,
-        one_photo=True, percentile=99.99,
+        fixed_batch=1, percentile=99.99,
     )  # fmt: skip
     other = quantize_int8(
         files["localizer_onnx"], tmp_path / "other.onnx", _calibration(), op_types=None,
-        one_photo=True, percentile=99.0,
+        fixed_batch=1, percentile=99.0,
     )  # fmt: skip
     # The same calibration gives the same bytes (a registered version is not re-made by a
     # re-run), another calibration other bytes.
@@ -143,7 +144,7 @@ def test_an_int8_localizer_runs_photo_by_photo_and_finds_what_the_float_one_find
             tmp_path / "again2.onnx",
             _calibration(),
             op_types=None,
-            one_photo=True,
+            fixed_batch=1,
             percentile=99.99,
         ).read_bytes()
     )
@@ -158,3 +159,32 @@ def test_an_int8_localizer_runs_photo_by_photo_and_finds_what_the_float_one_find
     assert max(float(np.abs(a - b).max()) for a, b in zip(floats, together, strict=True)) < 0.1
     assert mask_agreement(exported, exported, _photos()) == 1.0
     assert 0.8 <= mask_agreement(exported, quantized, _photos()) <= 1.0
+
+
+def test_an_int8_pair_graph_runs_each_photo_beside_its_mirror(networks, tmp_path):
+    """With ``average_mirror`` the localizer's graph is fixed at two images (the photo and its
+    mirror image, one run); three photos give each one's own mask, as alone, and close to the
+    float graph's. A batch that does not fill the last pair is padded, never mixed up."""
+    embedder, localizer, torch_pipeline = networks
+    mirrored = torch_pipeline.with_spec(
+        replace(torch_pipeline.spec, localizer=replace(torch_pipeline.spec.localizer,
+                                                       average_mirror=True))
+    )  # fmt: skip
+    exported, files = export_pipeline(mirrored, embedder, localizer, tmp_path)
+    pair = quantize_int8(
+        files["localizer_onnx"], tmp_path / "pair.onnx", _calibration(7), op_types=None,
+        fixed_batch=2,
+    )  # fmt: skip
+    quantized = onnx_pipeline(mirrored.spec, {**files, "localizer_onnx": pair})
+    assert quantized.localizer.fixed_batch == 2
+    images = [exported.validate(p) for p in _photos()]
+    together = quantized.product_masks(images)
+    for image, mask in zip(images, together, strict=True):
+        np.testing.assert_array_equal(quantized.product_masks([image])[0], mask)
+    floats = exported.product_masks(images)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(floats, together, strict=True)) < 0.1
+    odd = torch.from_numpy(_calibration(3))
+    padded = quantized.localizer(odd)
+    assert padded.shape[0] == 3
+    torch.testing.assert_close(padded[2:], quantized.localizer(odd[[2, 2]])[:1])
+    torch.testing.assert_close(padded[:2], quantized.localizer(odd[:2]))

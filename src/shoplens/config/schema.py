@@ -219,6 +219,7 @@ class LocalizerConfig:
     tile_above: float = MISSING  # nothing found in a photo this many inputs wide: tiles
     tile_zoom: float = MISSING  # ... each magnifying the photo this many times
     tile_small_below: float = MISSING  # ... or only a product under this share of the side
+    average_mirror: bool = MISSING  # every look also at the mirror image, maps averaged
     checkpoint: str = MISSING
     optimizer: Any = MISSING  # `_target_` nodes, as the embedder's
     scheduler: Any = MISSING

@@ -3,8 +3,9 @@
 Why: a localized search runs the localizer about twice (the first look, a closer look), and
 that network costs about four times the embedder (``benchmarks/network_cost.py``), so it is
 most of what localization adds to ``/search``. ONNX Runtime's static quantization of the
-one-photo graph (:func:`~shoplens.registry.onnx_export.quantize_int8`) runs it 1.8x faster
-on the demo, shopper photos found as well, small photos 0.03 less often (README, "Shopper
+one-photo graph (:func:`~shoplens.registry.onnx_export.quantize_int8`; the photo and its
+mirror image, a batch of two, with ``localizer.average_mirror``) runs it 1.8x faster on the
+demo, shopper photos found as well, small photos 0.03 less often (README, "Shopper
 photos").
 
 Its activation ranges are measured on training scenes (train products pasted on train
@@ -66,7 +67,9 @@ def serve_int8_localizer(
     graph.replace(float_graph)
     calibration = calibration_scenes(cfg, exported, CALIBRATION_SCENES)
     try:
-        quantize_int8(float_graph, graph, calibration, op_types=None, one_photo=True,
+        # One photo a run, or the photo and its mirror (LocalizerSpec.average_mirror).
+        pair = 2 if spec.localizer.average_mirror else 1
+        quantize_int8(float_graph, graph, calibration, op_types=None, fixed_batch=pair,
                       percentile=CALIBRATION_PERCENTILE)  # fmt: skip
         candidate = onnx_pipeline(spec, files)
     except Exception as err:  # a graph ONNX Runtime cannot quantize: the float one serves

@@ -97,6 +97,7 @@ def localizer_spec(localizer: Localizer, cfg: DictConfig) -> LocalizerSpec:
         tile_above=float(cfg.localizer.tile_above),
         tile_zoom=float(cfg.localizer.tile_zoom),
         tile_small_below=float(cfg.localizer.tile_small_below),
+        average_mirror=bool(cfg.localizer.average_mirror),
     )
 
 

@@ -48,13 +48,27 @@ class OnnxNetwork:
         self.session = ort.InferenceSession(
             self.path, session_options(threads), providers=["CPUExecutionProvider"]
         )
-        # A graph whose batch is fixed at 1 (the INT8 localizer: registry/onnx_export.py).
-        self.one_photo = self.session.get_inputs()[0].shape[0] == 1
+        # A graph whose batch is fixed (the INT8 localizer: 1, or 2 for a photo and its
+        # mirror; registry/onnx_export.py), or None for a dynamic batch.
+        batch = self.session.get_inputs()[0].shape[0]
+        self.fixed_batch = batch if isinstance(batch, int) else None
+
+    @property
+    def one_photo(self) -> bool:
+        """A fixed-batch graph made for ``/search``'s single photo (and its mirror)."""
+        return self.fixed_batch is not None
 
     def __call__(self, images: torch.Tensor):
         x = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        if self.one_photo and len(x) > 1:  # a graph made for /search's single photo
-            runs = [self.session.run(None, {INPUT: x[i : i + 1]}) for i in range(len(x))]
+        size = self.fixed_batch
+        if size is not None and len(x) != size:  # run it batch by batch, the last padded
+            runs = []
+            for start in range(0, len(x), size):
+                part = x[start : start + size]
+                short = size - len(part)
+                if short:
+                    part = np.concatenate([part, np.repeat(part[-1:], short, axis=0)])
+                runs.append([o[: size - short] for o in self.session.run(None, {INPUT: part})])
             outputs = [torch.from_numpy(np.concatenate(parts)) for parts in zip(*runs, strict=True)]
         else:
             outputs = [torch.from_numpy(o) for o in self.session.run(None, {INPUT: x})]

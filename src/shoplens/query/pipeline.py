@@ -166,16 +166,24 @@ class QueryPipeline:
         loc = self.spec.localizer
         assert loc is not None and self.localizer is not None
         squares = np.stack([letterbox(im, loc.input_size) for im in images])
+        # With the mirror, each photo and its mirror image are neighbours in one batch (a
+        # graph whose batch is fixed at 2 runs them as a pair): half the photos per chunk.
+        chunk = CHUNK // 2 if loc.average_mirror else CHUNK
         probs = []
         with torch.inference_mode():
-            for start in range(0, len(squares), CHUNK):
+            for start in range(0, len(squares), chunk):
                 batch = _normalise(
-                    squares[start : start + CHUNK], loc.input_size, loc.mean, loc.std
+                    squares[start : start + chunk], loc.input_size, loc.mean, loc.std
                 )
+                if loc.average_mirror:
+                    batch = torch.stack([batch, batch.flip(-1)], dim=1).flatten(0, 1)
                 logits = self.localizer(batch)
                 if logits.shape[-1] != loc.input_size:
                     logits = F.interpolate(logits, size=(loc.input_size,) * 2, mode="bilinear")
-                probs.append(torch.sigmoid(logits[:, 0]).float().numpy())
+                prob = torch.sigmoid(logits[:, 0].float())
+                if loc.average_mirror:  # the mirror's map flipped back onto the photo
+                    prob = (prob[0::2] + prob[1::2].flip(-1)) / 2
+                probs.append(prob.numpy())
         return list(np.concatenate(probs))
 
     def crop(

@@ -46,6 +46,10 @@ class LocalizerSpec:
     # ... and also where the one product it found is under this share of the photo's longer
     # side: a tile's more confident product replaces it (0: only where nothing was found).
     tile_small_below: float = 0.0
+    # Every look also runs the photo's mirror image and averages the two probability maps
+    # (flip test-time augmentation): a product the network half-sees in one orientation is
+    # found in the other. Both go through the network as one batch.
+    average_mirror: bool = False
 
     def __post_init__(self) -> None:
         if self.tile_zoom <= 0:

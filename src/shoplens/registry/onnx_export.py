@@ -12,8 +12,9 @@ INT8 (:func:`quantize_int8`): ONNX Runtime's static quantization. For the embedd
 only, calibrated on catalog photos; quantizing its head and L2 normalisation as well left the
 embeddings at cosine 0.3 to the float ones) a measured option, not served:
 ``benchmarks/runtimes.py`` says what it costs. For the localizer the served default
-(``query.localizer_int8``): a one-photo graph, every operator, calibrated on training scenes,
-shipped only where its masks agree with the float graph's (:func:`mask_agreement`).
+(``query.localizer_int8``): a one-photo graph (or photo and mirror), every operator,
+calibrated on training scenes, shipped only where its masks agree with the float graph's
+(:func:`mask_agreement`).
 """
 
 from __future__ import annotations
@@ -155,14 +156,15 @@ def quantize_int8(
     calibration: np.ndarray,
     batch: int = 32,
     op_types: Sequence[str] | None = ("Conv",),
-    one_photo: bool = False,
+    fixed_batch: int | None = None,
     percentile: float | None = None,
 ) -> Path:
     """Static INT8 (QDQ, per-channel weights) of ``op_types`` (None: every operator ONNX
     Runtime quantizes), activations calibrated on ``calibration`` (normalised images,
     ``(N, 3, S, S)``): their min-max range, or the ``percentile`` of their values (outliers
-    clipped). ``one_photo``: the graph's batch fixed at 1 (what ``/search`` runs;
-    :class:`~shoplens.query.onnx_network.OnnxNetwork` runs a batch photo by photo)."""
+    clipped). ``fixed_batch``: the graph's batch fixed at that size (what ``/search`` runs: 1,
+    or 2 for a photo and its mirror; :class:`~shoplens.query.onnx_network.OnnxNetwork` runs
+    a larger batch in parts of that size)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -172,13 +174,17 @@ def quantize_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    batch = 1 if one_photo else batch
+    batch = fixed_batch or batch
+    # A fixed-batch graph takes only whole batches: a remainder is left out of calibration.
+    stop = len(calibration) - len(calibration) % batch if fixed_batch else len(calibration)
+    if stop == 0:
+        raise ValueError(f"{len(calibration)} calibration images for a batch of {batch}")
 
     class Reader(CalibrationDataReader):
         def __init__(self):
             self.batches = iter(
                 {INPUT: np.ascontiguousarray(calibration[i : i + batch], dtype=np.float32)}
-                for i in range(0, len(calibration), batch)
+                for i in range(0, stop, batch)
             )
 
         def get_next(self):
@@ -186,8 +192,8 @@ def quantize_int8(
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        if one_photo:
-            fold_shapes(source, prepared)
+        if fixed_batch:
+            fold_shapes(source, prepared, fixed_batch)
         else:
             # Symbolic shape inference gives up on the localizer's upsampling; ONNX's own
             # shape inference and the graph optimisation are what quantization needs.
@@ -203,8 +209,9 @@ def quantize_int8(
     return target
 
 
-def fold_shapes(source: Path, target: Path) -> Path:
-    """The graph with its batch fixed at 1 and the shape arithmetic folded into constants.
+def fold_shapes(source: Path, target: Path, batch: int = 1) -> Path:
+    """The graph with its batch fixed at ``batch`` and the shape arithmetic folded into
+    constants.
 
     Why: TF-style "same" padding (EfficientNet-Lite) and the decoder's upsampling compute
     their sizes from the input's shape at run time; with a symbolic batch ONNX Runtime cannot
@@ -217,7 +224,7 @@ def fold_shapes(source: Path, target: Path) -> Path:
     for value in (*model.graph.input, *model.graph.output):
         dim = value.type.tensor_type.shape.dim[0]
         dim.ClearField("dim_param")
-        dim.dim_value = 1
+        dim.dim_value = batch
     with tempfile.TemporaryDirectory() as tmp:
         fixed = Path(tmp) / "fixed.onnx"
         onnx.save(model, str(fixed))

@@ -539,13 +539,16 @@ def test_the_localizer_gate_never_compares_mask_ious_measured_differently(locali
     assert float(tags[IOU_TAG]) == 0.45 and float(tags[AP_TAG]) == 0.70
 
 
-@pytest.mark.parametrize("case", ["agrees", "cannot agree", "cannot be quantized"])
+@pytest.mark.parametrize(
+    "case", ["agrees", "agrees, mirrored", "cannot agree", "cannot be quantized"]
+)
 def test_the_int8_localizer_is_served_only_where_its_masks_agree(
     workspace, overrides, localized, tmp_path, monkeypatch, case
 ):
     """Calibrated on training scenes, checked on photos: a met agreement bar serves the
     one-photo INT8 graph; an impossible bar, or a graph that cannot be quantized, keeps the
-    float graph (the same bytes as exported) and says so."""
+    float graph (the same bytes as exported) and says so. With ``average_mirror`` the graph
+    runs a photo and its mirror image as one batch of two."""
     from shoplens.models import build_embedder
     from shoplens.pipeline import int8_localizer
     from shoplens.pipeline.query_setup import embedder_forward, embedder_spec
@@ -554,7 +557,10 @@ def test_the_int8_localizer_is_served_only_where_its_masks_agree(
 
     _, _, localizer = localized
     min_iou = 1.01 if case == "cannot agree" else 0.0
-    cfg = compose_config(overrides(workspace, *LOCALIZER, f"query.int8_min_mask_iou={min_iou}"))
+    mirrored = f"localizer.average_mirror={str(case == 'agrees, mirrored').lower()}"
+    cfg = compose_config(
+        overrides(workspace, *LOCALIZER, f"query.int8_min_mask_iou={min_iou}", mirrored)
+    )
     if case == "cannot be quantized":
 
         def refuse(*args, **kwargs):
@@ -571,12 +577,14 @@ def test_the_int8_localizer_is_served_only_where_its_masks_agree(
     photos = [jpeg(np.full((80, 60, 3), 200, np.uint8)), jpeg(_composite(workspace)[0])]
     record, served = int8_localizer.serve_int8_localizer(cfg, exported, files, photos)
     outcome = record["localizer_int8"]
-    assert outcome["served"] is (case == "agrees")
+    assert outcome["served"] is case.startswith("agrees")
     if case == "cannot be quantized":
         assert "no kernel for this operator" in outcome["reason"]
     else:
         assert 0.0 <= outcome["mask_iou"] <= 1.0
     assert served.localizer.one_photo is outcome["served"]
+    if outcome["served"]:
+        assert served.localizer.fixed_batch == (2 if "mirrored" in case else 1)
     # Served: the float graph kept beside it; refused: the float graph is the one served.
     float_file = tmp_path / int8_localizer.FLOAT_FILE
     kept = float_file if outcome["served"] else files["localizer_onnx"]

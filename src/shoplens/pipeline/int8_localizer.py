@@ -67,8 +67,12 @@ def serve_int8_localizer(
     graph.replace(float_graph)
     calibration = calibration_scenes(cfg, exported, CALIBRATION_SCENES)
     try:
-        # One photo a run, or the photo and its mirror (LocalizerSpec.average_mirror).
+        # One photo a run, or the photo and its mirror (LocalizerSpec.average_mirror),
+        # calibrated on what it will run: each scene beside its mirror image.
         pair = 2 if spec.localizer.average_mirror else 1
+        if pair == 2:
+            calibration = np.stack([calibration, calibration[..., ::-1]], axis=1)
+            calibration = calibration.reshape(-1, *calibration.shape[2:])
         quantize_int8(float_graph, graph, calibration, op_types=None, fixed_batch=pair,
                       percentile=CALIBRATION_PERCENTILE)  # fmt: skip
         candidate = onnx_pipeline(spec, files)

@@ -27,6 +27,7 @@ from shoplens.data.backgrounds import TRAIN, read_pool
 from shoplens.data.catalog import read_manifest
 from shoplens.query import QueryPipeline
 from shoplens.query.onnx_network import onnx_pipeline
+from shoplens.query.pipeline import with_mirrors
 from shoplens.registry.onnx_export import mask_agreement, quantize_int8
 from shoplens.training.localizer_setup import scene_settings
 from shoplens.training.scenes import Scenes, pasteable_rows
@@ -71,8 +72,7 @@ def serve_int8_localizer(
         # calibrated on what it will run: each scene beside its mirror image.
         pair = 2 if spec.localizer.average_mirror else 1
         if pair == 2:
-            calibration = np.stack([calibration, calibration[..., ::-1]], axis=1)
-            calibration = calibration.reshape(-1, *calibration.shape[2:])
+            calibration = with_mirrors(torch.from_numpy(calibration)).numpy()
         quantize_int8(float_graph, graph, calibration, op_types=None, fixed_batch=pair,
                       percentile=CALIBRATION_PERCENTILE)  # fmt: skip
         candidate = onnx_pipeline(spec, files)

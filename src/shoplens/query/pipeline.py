@@ -89,6 +89,12 @@ class _Plan:
     looks: list[tuple] = field(default_factory=list)  # QueryResult.closer_looks
 
 
+def with_mirrors(batch: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` -> ``(2N, C, H, W)``: each image followed by its mirror image, the
+    layout a localizer graph fixed at two images runs (and is calibrated on)."""
+    return torch.stack([batch, batch.flip(-1)], dim=1).flatten(0, 1)
+
+
 def _normalise(images: np.ndarray, size: int, mean, std) -> torch.Tensor:
     """uint8 NHWC -> normalised float NCHW: antialiased bilinear resize of the uint8 image,
     then /255, then (x - mean) / std (the evaluation transform training validated with)."""
@@ -176,7 +182,7 @@ class QueryPipeline:
                     squares[start : start + chunk], loc.input_size, loc.mean, loc.std
                 )
                 if loc.average_mirror:
-                    batch = torch.stack([batch, batch.flip(-1)], dim=1).flatten(0, 1)
+                    batch = with_mirrors(batch)
                 logits = self.localizer(batch)
                 if logits.shape[-1] != loc.input_size:
                     logits = F.interpolate(logits, size=(loc.input_size,) * 2, mode="bilinear")
